@@ -1,0 +1,45 @@
+"""Core admin commands: `flask plugins list|check`."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from .plugins import iter_statuses
+
+plugins_cli = AppGroup("plugins", help="Inspect installed plugins.")
+
+
+@plugins_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_plugins(as_json: bool) -> None:
+    """Every installed plugin: version, status, dependencies, scopes."""
+    rows = [s.as_dict() for s in iter_statuses(current_app)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = f"{'NAME':<16} {'VERSION':<10} {'STATUS':<9} {'REQUIRES':<20} SCOPES"
+    click.echo(header)
+    for row in rows:
+        click.echo(f"{row['name']:<16} {str(row['version'] or '-'):<10} {row['status']:<9} "
+                   f"{','.join(row['requires']) or '-':<20} {','.join(row['scopes']) or '-'}")
+        if row["error"]:
+            click.echo(f"{'':<16} ! {row['error'].splitlines()[0]}")
+
+
+@plugins_cli.command("check")
+def check_plugins() -> None:
+    """Exit 1 if any selected plugin failed to load or start."""
+    failed = [s for s in iter_statuses(current_app) if s.status == "failed"]
+    for status in failed:
+        click.echo(f"{status.name}: {status.error}", err=True)
+    if failed:
+        sys.exit(1)
+    click.echo("all selected plugins loaded")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(plugins_cli)

@@ -1,0 +1,50 @@
+"""The core's routes: `/`, `/health` and `/v1/plugins`."""
+from __future__ import annotations
+
+from flask import Flask, current_app
+from flask.views import MethodView
+
+from . import health, openapi
+from .core_schemas import HealthSchema, PluginSchema, RootSchema
+from .http import Blueprint
+from .plugins import iter_statuses
+from .ratelimit import exempt
+from .security import require
+
+blp = Blueprint("core", __name__, description="Service status and loaded plugins.")
+
+
+@blp.route("/")
+class Root(MethodView):
+    @require(auth=False)
+    @blp.response(200, RootSchema, envelope=False)
+    def get(self):
+        """Service identity"""
+        return {"status": "ok", "name": "lunaos", "version": current_app.config["LUNAOS_VERSION"], "docs": "/docs"}
+
+
+@blp.route("/health")
+class Health(MethodView):
+    @require(auth=False)
+    @blp.response(200, HealthSchema, envelope=False)
+    @blp.alt_response(503, schema=HealthSchema, description="A required service is down.")
+    def get(self):
+        """Health of the database, Redis, queue and plugins (never rate limited)"""
+        body, status = health.report()
+        return body, status
+
+
+exempt(Health.get)
+
+
+@blp.route("/v1/plugins")
+class Plugins(MethodView):
+    @require()
+    @blp.response(200, PluginSchema(many=True))
+    def get(self):
+        """Installed plugins with version, scopes and status"""
+        return [status.as_dict() for status in iter_statuses(current_app)]
+
+
+def init_app(app: Flask) -> None:
+    openapi.register_blueprint(app, blp)

@@ -1,0 +1,105 @@
+"""Service checks for GET /health: database, Redis, queue and each plugin's own hook.
+
+A check returns "ok", or a dict `{"status": "ok"|"degraded"|"down"|"not configured",
+"detail": str, "required": bool}`. A required check that is down makes the
+whole service "unhealthy" (503); anything else not ok makes it "degraded".
+Results are cached for HEALTH_CACHE_SECONDS so a busy load balancer costs
+one database round trip per second per worker, not one per probe.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+
+from . import redis_client
+from .extensions import db
+from .ids import isoformat, utcnow
+
+log = logging.getLogger("lunaos.health")
+Check = Callable[[], Any]
+
+
+@dataclass
+class _Registered:
+    check: Check
+    required: bool
+
+
+def register(app: Flask, name: str, check: Check, required: bool = False) -> None:
+    checks = app.extensions["lunaos.health"]["checks"]
+    if name in checks:
+        raise RuntimeError(f"health check {name!r} is registered twice")
+    checks[name] = _Registered(check, required)
+
+
+def _database() -> dict[str, Any]:
+    with db.engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
+    return {"status": "ok", "required": True}
+
+
+def _redis() -> dict[str, Any]:
+    client = redis_client.client()
+    if client is None:
+        return {"status": "not configured"}
+    client.ping()
+    return {"status": "ok", "required": True}
+
+
+def _run(name: str, registered: _Registered) -> dict[str, Any]:
+    try:
+        result = registered.check()
+    except Exception as error:  # a failing check is a finding, not a crash
+        log.warning("health check %s failed: %s", name, error)
+        return {"status": "down", "detail": type(error).__name__, "required": registered.required}
+    if isinstance(result, str):
+        result = {"status": result}
+    result.setdefault("required", registered.required)
+    return result
+
+
+def _label(result: dict[str, Any]) -> str:
+    status, detail = result["status"], result.get("detail")
+    return f"{status}: {detail}" if detail and status != "ok" else status
+
+
+def report() -> tuple[dict[str, Any], int]:
+    state = current_app.extensions["lunaos.health"]
+    ttl = float(current_app.config["HEALTH_CACHE_SECONDS"])
+    cached = state["cached"]
+    if cached and time.monotonic() - cached[0] < ttl:
+        return cached[1], cached[2]
+    with state["lock"]:
+        results = {name: _run(name, reg) for name, reg in state["checks"].items()}
+    overall = "healthy"
+    for result in results.values():
+        if result["status"] == "down" and result["required"]:
+            overall = "unhealthy"
+            break
+        if result["status"] not in ("ok", "not configured"):
+            overall = "degraded"
+    from .plugins import iter_statuses
+
+    body = {
+        "status": overall,
+        "version": current_app.config["LUNAOS_VERSION"],
+        "timestamp": isoformat(utcnow()),
+        "services": {name: _label(result) for name, result in results.items()},
+        "plugins": {s.name: ("loaded" if s.status == "loaded" else f"failed: {s.error.splitlines()[0]}")
+                    for s in iter_statuses(current_app) if s.status != "disabled"},
+    }
+    status_code = 503 if overall == "unhealthy" else 200
+    state["cached"] = (time.monotonic(), body, status_code)
+    return body, status_code
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["lunaos.health"] = {"checks": {}, "cached": None, "lock": threading.Lock()}
+    register(app, "database", _database, required=True)
+    register(app, "redis", _redis, required=True)

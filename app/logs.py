@@ -1,0 +1,110 @@
+"""JSON log lines with secrets redacted wherever they appear.
+
+Redaction runs in a filter on the handler, so every record is covered:
+ours, Flask's, SQLAlchemy's and third-party libraries', message text,
+`extra` fields, nested dicts and formatted tracebacks alike.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+REDACTED = "[REDACTED]"
+
+# Field names whose values are secret, whatever the value looks like.
+SECRET_FIELD = re.compile(
+    r"(pass(word|wd|phrase)?|secret|token|authorization|cookie|api[-_]?key|private[-_]?key|"
+    r"^key$|signature|otp|mfa[-_]?code|credential|pepper)",
+    re.IGNORECASE,
+)
+
+# Values that are secret wherever they appear in free text.
+SECRET_VALUE_PATTERNS = [
+    (re.compile(r"\b(lnos_(?:live|test)_)[A-Za-z0-9]+"), r"\1" + REDACTED),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
+    (re.compile(r"\b((?:sk|pk|rk)_(?:live|test)_)[A-Za-z0-9]+"), r"\1" + REDACTED),
+    (re.compile(r"\b(whsec_)[A-Za-z0-9]+"), r"\1" + REDACTED),
+    (re.compile(r"\b(sk-(?:proj-|ant-)?)[A-Za-z0-9_-]{16,}"), r"\1" + REDACTED),
+    (
+        re.compile(
+            r"(?i)\b((?:password|passwd|secret|token|api_?key|access_key|key|otp|mfa_code)[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+"
+        ),
+        r"\1" + REDACTED,
+    ),
+]
+
+_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+
+
+def redact_text(text: str) -> str:
+    for pattern, replacement in SECRET_VALUE_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact(value: Any, key: str | None = None, _depth: int = 0) -> Any:
+    # Only strings can hold a credential; counters such as `tokens_used` stay readable.
+    if key is not None and isinstance(value, (str, bytes)) and value and SECRET_FIELD.search(key):
+        return REDACTED
+    if _depth > 8:
+        return value
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact(v, str(k), _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, None, _depth + 1) for v in value]
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the record
+            message = str(record.msg)
+        record.msg, record.args = redact_text(message), None
+        if record.exc_info:
+            # Format now so the traceback text is redacted too, then drop the raw info.
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        for attr, value in list(record.__dict__.items()):
+            if attr not in _STD_ATTRS:
+                setattr(record, attr, redact(value, attr))
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
+        return f"{base} {extras}" if extras else base
+
+
+def configure(level: str = "INFO", json_lines: bool = True, stream: Any = None) -> logging.Handler:
+    """Install one redacting handler on the root logger (idempotent)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_lunaos", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._lunaos = True  # type: ignore[attr-defined]
+    handler.addFilter(RedactingFilter())
+    if json_lines:
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                datefmt="%Y-%m-%dT%H:%M:%S%z",
+            )
+        )
+    else:
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler

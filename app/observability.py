@@ -1,0 +1,54 @@
+"""Per-request plumbing: request id, Server-Timing and one JSON access-log line."""
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from flask import Flask, g, request
+from flask.wrappers import Response
+
+from . import logs
+from .ids import new_id
+
+access_log = logging.getLogger("lunaos.access")
+
+# Accept a caller's id only when it is short and plain (it is echoed and logged).
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def _start() -> None:
+    g.started = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _SANE_REQUEST_ID.match(incoming) else new_id("req")
+
+
+def _finish(response: Response) -> Response:
+    duration_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    timing = f"total;dur={duration_ms:.1f}"
+    existing = response.headers.get("Server-Timing")
+    response.headers["Server-Timing"] = f"{existing}, {timing}" if existing else timing
+    principal = g.get("principal")
+    access_log.info(
+        "request",
+        extra={
+            "request_id": g.get("request_id"),
+            "method": request.method,
+            "path": request.path,
+            "query": logs.redact_text(request.query_string.decode("latin-1")) or None,
+            "status": response.status_code,
+            "duration_ms": round(duration_ms, 2),
+            "principal": principal.id if principal is not None else None,
+            "ip": request.remote_addr,
+        },
+    )
+    return response
+
+
+def init_app(app: Flask) -> None:
+    handler = logs.configure(app.config["LOG_LEVEL"], app.config["LOG_JSON"])
+    app.extensions["lunaos.log_handler"] = handler
+    # First before_request: every later hook (limiter, auth) can log with the id.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start)
+    app.after_request(_finish)
