@@ -2,8 +2,10 @@
 
 - Tests marked `@pytest.mark.db` run once per backend (`[sqlite]`, `[postgresql]`);
   the rest run on SQLite only.
-- Each worker gets its own PostgreSQL database, SQLite file, Redis database
-  number and key prefix, so `pytest -n auto` never shares state.
+- Each worker of each run gets its own PostgreSQL database, SQLite file and
+  Redis key prefix / queue name, so `pytest -n auto` (even two runs at once)
+  never shares state. Redis keys a test creates must contain the `worker`
+  slot name (REDIS_KEY_PREFIX and JOBS_QUEUE do) to be cleaned up.
 - The schema comes from the real migrations (`flask db upgrade heads`), built
   once per worker and backend; rows are deleted after every test.
 - The third-party sample plugin is pip-installed into a private directory for
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,6 +34,8 @@ _ENV_NAMES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # One id per pytest run (inherited by xdist workers): concurrent runs on one machine never collide.
+    os.environ.setdefault("TEST_RUN_ID", secrets.token_hex(3))
     config.addinivalue_line("markers", "db: run on SQLite and on PostgreSQL")
     config.addinivalue_line("markers", "slow: starts servers or browsers (still part of the suite)")
     # The developer's own settings must not leak into the suite.
@@ -47,13 +52,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def worker(request: pytest.FixtureRequest) -> str:
-    return getattr(request.config, "workerinput", {}).get("workerid", "main")
+def worker_index(request: pytest.FixtureRequest) -> int:
+    name = getattr(request.config, "workerinput", {}).get("workerid", "main")
+    return int(name[2:]) + 1 if name.startswith("gw") else 0
 
 
 @pytest.fixture(scope="session")
-def worker_index(worker: str) -> int:
-    return int(worker[2:]) + 1 if worker.startswith("gw") else 0
+def worker(request: pytest.FixtureRequest) -> str:
+    """A slot name unique to this xdist worker of this run: names databases, prefixes, queues."""
+    name = getattr(request.config, "workerinput", {}).get("workerid", "main")
+    return f"{name}_{os.environ['TEST_RUN_ID']}"
 
 
 @pytest.fixture(scope="session")
@@ -83,12 +91,20 @@ def redis_url(worker_index: int) -> str:
     return f"{REDIS_BASE_URL}/{1 + worker_index % 15}"
 
 
+def _delete_prefixed(client: redis_lib.Redis, worker: str) -> None:
+    # Not FLUSHDB: another run on this machine may share the database number.
+    keys = list(client.scan_iter(match=f"*{worker}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
+def redis_client(redis_url: str, worker: str) -> Iterator[redis_lib.Redis]:
+    """A client on this worker's Redis database; every key naming this worker's slot is removed."""
     client = redis_lib.Redis.from_url(redis_url)
-    client.flushdb()
+    _delete_prefixed(client, worker)
     yield client
-    client.flushdb()
+    _delete_prefixed(client, worker)
     client.close()
 
 
