@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from . import (cli, config, core_api, database, errors, events, health, http_security, observability,
-               openapi, plugins, ratelimit, redis_client, security)
+               openapi, plugins, ratelimit, redis_client, security, sse, tasks)
 from .extensions import jwt
 
 
@@ -40,6 +40,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     openapi.init_app(app)
     events.init_app(app)
     health.init_app(app)
+    sse.init_app(app)
+    tasks.init_app(app)  # after health: registers the "queue" check
     core_api.init_app(app)
     cli.init_app(app)
     plugins.activate(app, found)

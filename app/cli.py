@@ -17,7 +17,7 @@ plugins_cli = AppGroup("plugins", help="Inspect installed plugins.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_plugins(as_json: bool) -> None:
     """Every installed plugin: version, status, dependencies, scopes."""
-    rows = [s.as_dict() for s in iter_statuses(current_app)]
+    rows = [s.as_dict(with_traceback=as_json) for s in iter_statuses(current_app)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

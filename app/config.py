@@ -8,6 +8,8 @@ mapping given to `create_app(config)`.
 """
 from __future__ import annotations
 
+import copy
+import fcntl
 import json
 import os
 import secrets
@@ -25,6 +27,9 @@ CORE_SECRETS = ("SECRET_KEY", "JWT_SECRET_KEY")
 _WEAK_SECRETS = {"", "dev", "development", "secret", "changeme", "change-me", "please-change-me", "test"}
 MIN_SECRET_LENGTH = 32
 DESKTOP_ORIGINS = ["http://localhost:1420", "http://tauri.localhost", "tauri://localhost"]
+ENVIRONMENTS = ("development", "production")
+# Read by create_app itself (before the config exists), so it is a known name.
+BOOTSTRAP_NAMES = {"INSTANCE_PATH"}
 
 
 class ConfigError(RuntimeError):
@@ -44,6 +49,7 @@ class Defaults:
     FORCE_HTTPS = False
     PROXY_FIX = 0  # number of trusted proxies in front (X-Forwarded-For/Proto/Host)
     MAX_CONTENT_LENGTH = 10 * 1024 * 1024
+    ADMIN_ONLY_SCOPES: list[str] = []  # beyond admin:*, scopes only admins' sessions carry
     RATELIMIT_ENABLED = True
     RATELIMIT_STRATEGY = "fixed-window"
     RATELIMIT_ANONYMOUS = "60/minute"
@@ -53,6 +59,13 @@ class Defaults:
     HEALTH_CACHE_SECONDS = 1.0
     JOBS_INPROCESS_THREADS = 4
     JOBS_QUEUE = "lunaos"
+    JOBS_DEFAULT_TIMEOUT = 3600  # seconds a job may run (RQ kills it; in-process it is asked to stop)
+    JOBS_HEARTBEAT_SECONDS = 10.0  # how often a running (or locally queued) job's heartbeat is written
+    JOBS_ABANDONED_AFTER = 60  # RQ execution heartbeat TTL: a worker silent this long is dead
+    JOBS_STALE_AFTER = 120.0  # a queued/running row whose heartbeat is older than this is reaped
+    JOBS_REAP_INTERVAL = 60.0  # how often workers (and in-process servers) run the reaper
+    JOBS_PROGRESS_INTERVAL = 0.5  # min seconds between progress writes/events of one job
+    JOBS_CANCEL_CHECK_SECONDS = 1.0  # min seconds between the database reads of ctx.cancelled()
     SSE_HEARTBEAT_SECONDS = 15.0
     REDIS_KEY_PREFIX = "lunaos:"
     API_TITLE = "LunaOS"
@@ -72,7 +85,15 @@ def _default_types() -> dict[str, type]:
 def load(app: Flask, overrides: dict[str, Any] | None) -> None:
     """Fill `app.config` in the documented order (plugin defaults come later)."""
     app.config.from_object(Defaults)
+    # from_object copies references: without copies, a nested env setting
+    # (LUNAOS_RATELIMIT_TIERS__free) would edit `Defaults` for every later app.
+    for key, value in app.config.items():
+        if isinstance(value, (dict, list)):
+            app.config[key] = copy.deepcopy(value)
     app.config.from_pyfile("config.py", silent=True)
+    # from_prefixed_env puts every LUNAOS_* name into app.config, typos included,
+    # so check() compares against the names known before the environment is read.
+    app.extensions["lunaos.config.declared"] = set(app.config) | BOOTSTRAP_NAMES
     app.config.from_prefixed_env(PREFIX)
     for name in STANDARD_NAMES:
         if f"{PREFIX}_{name}" not in os.environ and os.environ.get(name):
@@ -122,14 +143,23 @@ def check(app: Flask, plugin_config: dict[str, Any], plugin_secrets: tuple[str, 
     for key, value in plugin_config.items():
         if value is not None:
             types[key] = type(value)
-    known = set(types) | set(app.config)
+    # A plugin setting whose default is None is still a known name (its type is free).
+    known = set(types) | set(plugin_config) | app.extensions.get("lunaos.config.declared", set(app.config))
+    # Settings of an installed plugin that is disabled (or failed, when not strict)
+    # are not declared this run, but leaving them in the environment is no mistake.
+    plugin_set = app.extensions.get("lunaos.plugins")
+    idle = tuple(f"{s.name.upper()}_" for s in (plugin_set.statuses.values() if plugin_set else ())
+                 if s.status != "loaded")
     problems = []
     for env_name in sorted(os.environ):
         if not env_name.startswith(PREFIX + "_"):
             continue
         key = env_name[len(PREFIX) + 1:].split("__")[0]  # KEY__sub sets a nested value
-        if key not in known and not key.startswith(EXTENSION_PREFIXES):
+        if key not in known and not key.startswith(EXTENSION_PREFIXES + idle):
             problems.append(f"{env_name}: unknown setting (check the spelling; see README 'Configuration')")
+    if str(app.config.get("ENV")).lower() not in ENVIRONMENTS:
+        # A typo such as "prod" would otherwise start in development mode with generated secrets.
+        problems.append(f"{PREFIX}_ENV: must be one of {', '.join(ENVIRONMENTS)}, got {app.config.get('ENV')!r}")
     for key, expected in types.items():
         value = app.config.get(key)
         if value is None:
@@ -140,9 +170,8 @@ def check(app: Flask, plugin_config: dict[str, Any], plugin_secrets: tuple[str, 
         if expected is list and isinstance(value, (list, tuple)):
             continue
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            problems.append(
-                f"{PREFIX}_{key}: expected {expected.__name__}, got {type(value).__name__} {json.dumps(value, default=str)[:60]}"
-            )
+            shown = json.dumps(value, default=str)[:60]
+            problems.append(f"{PREFIX}_{key}: expected {expected.__name__}, got {type(value).__name__} {shown}")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     _check_secrets(app, CORE_SECRETS + tuple(plugin_secrets))
@@ -154,7 +183,8 @@ def _check_secrets(app: Flask, names: tuple[str, ...]) -> None:
         if bad:
             raise ConfigError(
                 "production start-up refused: "
-                + "; ".join(f"set {PREFIX}_{n} to a random value of at least {MIN_SECRET_LENGTH} characters" for n in bad)
+                + "; ".join(f"set {PREFIX}_{n} to a random value of at least {MIN_SECRET_LENGTH} characters"
+                            for n in bad)
                 + " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
         return
@@ -164,19 +194,27 @@ def _check_secrets(app: Flask, names: tuple[str, ...]) -> None:
     if not missing:
         return
     path = Path(app.instance_path) / "secrets.json"
-    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    changed = False
-    for name in missing:
-        if name not in stored:
-            stored[name] = secrets.token_urlsafe(48)
-            changed = True
-        app.config[name] = stored[name]
-    if changed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stored, indent=2))
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes may start at once on a fresh instance (gunicorn workers without
+    # preload, a worker beside the server): they must agree on one secret, so the
+    # read-generate-write happens under an exclusive lock.
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        changed = False
+        for name in missing:
+            if name not in stored:
+                stored[name] = secrets.token_urlsafe(48)
+                changed = True
+            app.config[name] = stored[name]
+        if changed:
+            tmp = path.with_suffix(".tmp")
+            tmp.unlink(missing_ok=True)
+            # Created 0600, never readable by others even for a moment.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(stored, indent=2))
+            tmp.replace(path)
 
 
 def _weak(value: Any) -> bool:

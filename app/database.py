@@ -41,7 +41,9 @@ def _plugin_version_locations(config: Any) -> Any:
     from .plugins import migration_dirs
 
     locations = [str(MIGRATIONS_DIR / "versions"), *migration_dirs(current_app)]
-    config.set_main_option("version_locations", " ".join(locations))
-    config.set_main_option("path_separator", "space")
-    config.set_main_option("version_path_separator", "space")
+    # One path per line: a space would split a plugin installed under "/Users/Jane Doe/..." into
+    # two missing directories, and alembic skips missing ones silently (its tables never built).
+    # "%" is escaped because alembic's ini values are interpolated.
+    config.set_main_option("version_locations", "\n".join(p.replace("%", "%%") for p in locations))
+    config.set_main_option("path_separator", "newline")
     return config

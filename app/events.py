@@ -11,7 +11,8 @@ import fnmatch
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from blinker import Namespace
 from flask import Flask, current_app, g, has_request_context, request

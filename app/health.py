@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -66,7 +67,7 @@ def _run(name: str, registered: _Registered) -> dict[str, Any]:
 
 def _label(result: dict[str, Any]) -> str:
     status, detail = result["status"], result.get("detail")
-    return f"{status}: {detail}" if detail and status != "ok" else status
+    return f"{status}: {detail}" if detail else status
 
 
 def report() -> tuple[dict[str, Any], int]:
@@ -86,13 +87,16 @@ def report() -> tuple[dict[str, Any], int]:
             overall = "degraded"
     from .plugins import iter_statuses
 
+    statuses = [s for s in iter_statuses(current_app) if s.status != "disabled"]
+    if overall == "healthy" and any(s.status == "failed" for s in statuses):
+        overall = "degraded"  # skipped at start-up (PLUGINS_STRICT=false): serving, but not all of it
     body = {
         "status": overall,
         "version": current_app.config["LUNAOS_VERSION"],
         "timestamp": isoformat(utcnow()),
         "services": {name: _label(result) for name, result in results.items()},
-        "plugins": {s.name: ("loaded" if s.status == "loaded" else f"failed: {s.error.splitlines()[0]}")
-                    for s in iter_statuses(current_app) if s.status != "disabled"},
+        "plugins": {s.name: ("loaded" if s.status == "loaded" else f"failed: {(s.error or '').splitlines()[0]}")
+                    for s in statuses},
     }
     status_code = 503 if overall == "unhealthy" else 200
     state["cached"] = (time.monotonic(), body, status_code)

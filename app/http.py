@@ -7,14 +7,19 @@ outside standard fixes pass `envelope=False`.
 """
 from __future__ import annotations
 
+import json
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import marshmallow as ma
 import sqlalchemy as sa
 from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest.utils import resolve_schema_instance
+from webargs import core as webargs_core
+from webargs.flaskparser import FlaskParser, is_json_request
 
 from .ids import isoformat
 
@@ -80,6 +85,7 @@ class _Envelope(ma.Schema):
 
 
 class _PageEnvelope(ma.Schema):
+    data = ma.fields.List(ma.fields.Raw(), required=True)  # replaced per item schema; keeps `data` first
     pagination = ma.fields.Nested(PaginationSchema, required=True)
 
     @ma.pre_dump
@@ -115,8 +121,37 @@ def page_schema(schema: Any) -> type[ma.Schema]:
     return _cache[key]
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class JsonBodyParser(FlaskParser):
+    """webargs' parser, refusing JSON a client could crash a view with: 400, not 500.
+
+    - nesting deep enough to exhaust the decoder's recursion (`[[[[...`);
+    - lone UTF-16 surrogates (`"\\ud800"`): valid JSON escapes, but not text, so
+      PostgreSQL, UTF-8 files and most libraries fail on them later.
+    """
+
+    def _raw_load_json(self, req: Any) -> Any:
+        if not is_json_request(req):
+            return webargs_core.missing
+        raw = req.get_data(cache=True)
+        try:
+            data = webargs_core.parse_json(raw)
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", doc="<body>", pos=0) from None
+        if _SURROGATE_ESCAPE.search(raw):  # cheap test first: most bodies escape no surrogate at all
+            try:
+                json.dumps(data, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise json.JSONDecodeError("lone surrogate in a string", doc="<body>", pos=error.start) from None
+        return data
+
+
 class Blueprint(SmorestBlueprint):
     """smorest Blueprint whose responses use the LunaOS envelope."""
+
+    ARGUMENTS_PARSER = JsonBodyParser()
 
     def response(self, status_code: int, schema: Any = None, *, envelope: bool = True, **kwargs: Any):
         if schema is not None and envelope:

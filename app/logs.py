@@ -22,26 +22,47 @@ SECRET_FIELD = re.compile(
     re.IGNORECASE,
 )
 
+# Names whose value is secret in free text ("password=...", "'api_key': '...'"), also with a prefix
+# joined by "_" or "-" (new_password, access_token, client_secret, X-Api-Key); "tokens_used" is not one.
+_SECRET_NAME = (r"(?:pass(?:word|wd|phrase)?|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|key|otp|"
+                r"mfa[_-]?code|signature|credentials?|pepper)")
+
 # Values that are secret wherever they appear in free text.
 SECRET_VALUE_PATTERNS = [
+    # Header values that may use any scheme ("Token x", "Digest ...") or hold several cookies.
+    (re.compile(r"(?i)(?<![A-Za-z0-9])((?:proxy-)?authorization|(?:set-)?cookie)([\"']?\s*[=:]\s*[\"']?)[^\"'\r\n]+"),
+     r"\1\2" + REDACTED),
     (re.compile(r"\b(lnos_(?:live|test)_)[A-Za-z0-9]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
     (re.compile(r"\b((?:sk|pk|rk)_(?:live|test)_)[A-Za-z0-9]+"), r"\1" + REDACTED),
     (re.compile(r"\b(whsec_)[A-Za-z0-9]+"), r"\1" + REDACTED),
     (re.compile(r"\b(sk-(?:proj-|ant-)?)[A-Za-z0-9_-]{16,}"), r"\1" + REDACTED),
+    # Credentials inside URLs: postgresql://user:password@host, redis://:password@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,15}://[^:/?#\s@]{0,256}:)[^@/?#\s]+@"), r"\1" + REDACTED + "@"),
     (
-        re.compile(
-            r"(?i)\b((?:password|passwd|secret|token|api_?key|access_key|key|otp|mfa_code)[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+"
-        ),
+        re.compile(rf"(?i)(?<![A-Za-z0-9])((?:[A-Za-z0-9]+[_-]){{0,3}}{_SECRET_NAME}[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}}]+"),
         r"\1" + REDACTED,
     ),
 ]
+
+# Every pattern above needs one of these; most log strings (paths, ids, methods) have none and skip the scan.
+_TRIGGERS = ("bearer", "basic", "lnos_", "eyj", "_live_", "_test_", "whsec_", "sk-")
+
+
+def _may_hold_secret(text: str) -> bool:
+    if "=" in text or ":" in text:
+        return True
+    lowered = text.lower()
+    return any(trigger in lowered for trigger in _TRIGGERS)
+
 
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
 
 def redact_text(text: str) -> str:
+    if not _may_hold_secret(text):
+        return text
     for pattern, replacement in SECRET_VALUE_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -73,6 +94,8 @@ class RedactingFilter(logging.Filter):
             # Format now so the traceback text is redacted too, then drop the raw info.
             record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         for attr, value in list(record.__dict__.items()):
             if attr not in _STD_ATTRS:
                 setattr(record, attr, redact(value, attr))

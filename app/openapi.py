@@ -12,7 +12,8 @@ from .security import SECURITY_SCHEMES
 SWAGGER_FILES = {"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
                  "favicon-32x32.png", "favicon-16x16.png", "index.css"}
 # Swagger UI renders with inline style attributes and data: images; nothing else is relaxed.
-DOCS_CSP = {"default-src": "'self'", "img-src": "'self' data:", "style-src": "'self' 'unsafe-inline'"}
+DOCS_CSP = {"default-src": "'self'", "img-src": "'self' data:", "style-src": "'self' 'unsafe-inline'",
+            "frame-ancestors": "'none'", "base-uri": "'none'", "form-action": "'self'"}
 
 
 class ErrorDetailSchema(ma.Schema):
@@ -55,7 +56,9 @@ _INIT = """window.onload = function () {
   window.ui = SwaggerUIBundle({
     url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-    layout: "StandaloneLayout", persistAuthorization: true
+    layout: "StandaloneLayout", persistAuthorization: true,
+    // The default validator badge sends the spec URL to validator.swagger.io: the docs stay offline.
+    validatorUrl: null
   });
 };"""
 

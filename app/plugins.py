@@ -7,14 +7,17 @@ parties'. `load()` reads and orders them without touching the app's routes;
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.metadata as md
 import logging
+import os
 import re
 import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import click
 from flask import Flask
@@ -78,14 +81,16 @@ class PluginStatus:
     error: str | None = None
     plugin: Plugin | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, with_traceback: bool = False) -> dict[str, Any]:
+        """`with_traceback=True` only for operators (CLI): GET /v1/plugins must not show a stack trace."""
         plugin = self.plugin
+        error = self.error if with_traceback or not self.error else self.error.splitlines()[0]
         return {
             "name": self.name,
             "version": plugin.version if plugin else self.version,
             "description": plugin.description if plugin else "",
             "status": self.status,
-            "error": self.error,
+            "error": error,
             "distribution": self.distribution,
             "requires": list(plugin.requires) if plugin else [],
             "scopes": dict(plugin.scopes) if plugin else {},
@@ -165,11 +170,14 @@ def load(app: Flask, entry_points: dict[str, list[md.EntryPoint]] | None = None)
             continue
         try:
             plugin = eps[0].load()
-        except Exception:
-            fail(name, f"plugin {name!r} ({eps[0].value}, {dist}) failed to import:\n{traceback.format_exc()}", dist)
+        except Exception as error:
+            # The cause goes on the first line: /health, `flask plugins list` and the log show only that.
+            fail(name, f"plugin {name!r} ({eps[0].value}, {dist}) failed to import: {type(error).__name__}: "
+                       f"{error}\n{traceback.format_exc()}", dist)
             continue
         if not isinstance(plugin, Plugin):
-            fail(name, f"entry point {name!r} ({eps[0].value}) is a {type(plugin).__name__}, not an app.plugins.Plugin", dist)
+            fail(name, f"entry point {name!r} ({eps[0].value}) is a {type(plugin).__name__}, "
+                       "not an app.plugins.Plugin", dist)
             continue
         if plugin.name != name:
             fail(name, f"entry point {name!r} exports a plugin named {plugin.name!r}; the two must match", dist)
@@ -182,8 +190,10 @@ def load(app: Flask, entry_points: dict[str, list[md.EntryPoint]] | None = None)
         raise PluginError("plugins cannot start (set LUNAOS_PLUGINS_STRICT=false to skip failing ones):\n- "
                           + "\n- ".join(problems))
     for message in problems:
-        log.error("plugin skipped: %s", message.splitlines()[0])
+        log.error("plugin skipped: %s", message)  # with the traceback: the operator's only copy
     plugin_set = PluginSet(statuses=statuses, order=order)
+    # Kept now (activate() keeps it again) so config.check() can tell a disabled plugin's settings from typos.
+    app.extensions["lunaos.plugins"] = plugin_set
     _apply_config_defaults(app, plugin_set)
     return plugin_set
 
@@ -241,13 +251,32 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str]:
 
 
 def _apply_config_defaults(app: Flask, plugin_set: PluginSet) -> None:
+    from .config import PREFIX
+
+    declared = app.extensions.get("lunaos.config.declared", set())
     owners: dict[str, str] = {}
     for plugin in plugin_set.loaded:
         for key, value in plugin.config.items():
             if key in owners:
                 raise PluginError(f"config key {key!r} is declared by both {owners[key]!r} and {plugin.name!r}")
             owners[key] = plugin.name
-            app.config.setdefault(key, value)
+            default = copy.deepcopy(value)  # the Plugin object is shared by every app in the process
+            current = app.config.get(key)
+            if key not in app.config:
+                app.config[key] = default
+            elif (isinstance(default, dict) and isinstance(current, dict) and key not in declared
+                  and f"{PREFIX}_{key}" not in os.environ
+                  and any(name.startswith(f"{PREFIX}_{key}__") for name in os.environ)):
+                # Only nested variables (LUNAOS_KEY__sub) set it, read before this default existed:
+                # they refine the default, as they do for the core's settings, not replace it.
+                app.config[key] = _merged(default, current)
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
 
 
 def activate(app: Flask, plugin_set: PluginSet) -> None:
@@ -260,20 +289,22 @@ def activate(app: Flask, plugin_set: PluginSet) -> None:
         status = plugin_set.statuses[plugin.name]
         broken = [d for d in plugin.requires if plugin_set.statuses[d].status != "loaded"]
         if broken:
-            status.status, status.error = "failed", f"plugin {plugin.name!r} requires {broken[0]!r}, which failed to start"
+            status.status = "failed"
+            status.error = f"plugin {plugin.name!r} requires {broken[0]!r}, which failed to start"
             log.error("plugin skipped: %s", status.error)
             continue
         try:
             if plugin.models:
                 importlib.import_module(plugin.models)
-            security.register_scopes(app, dict(plugin.scopes), plugin.name)
+            _check_conflicts(app, plugin)
             if plugin.init_app is not None:
                 plugin.init_app(app)
+            # Published only after init_app succeeded: a plugin skipped for failing to start
+            # (not strict) must leave no scope a key could be granted, and no command.
             for blueprint in plugin.blueprints:
                 openapi.register_blueprint(app, blueprint)
+            security.register_scopes(app, dict(plugin.scopes), plugin.name)
             for command in plugin.commands:
-                if command.name in app.cli.commands:
-                    raise PluginError(f"CLI command {command.name!r} is already registered")
                 app.cli.add_command(command)
             if plugin.health is not None:
                 health.register(app, plugin.name, plugin.health)
@@ -283,6 +314,20 @@ def activate(app: Flask, plugin_set: PluginSet) -> None:
                 raise PluginError(message + "\n" + traceback.format_exc()) from error
             status.status, status.error = "failed", message
             log.error("plugin skipped: %s", message)
+
+
+def _check_conflicts(app: Flask, plugin: Plugin) -> None:
+    """Clashes with plugins activated earlier, found before anything of this one is registered."""
+    from . import security
+
+    declared = security.registry(app).scopes
+    for scope in plugin.scopes:
+        owner = declared.get(scope, {}).get("plugin")
+        if owner and owner != plugin.name:
+            raise PluginError(f"scope {scope!r} is already declared by plugin {owner!r}")
+    for command in plugin.commands:
+        if command.name in app.cli.commands:
+            raise PluginError(f"CLI command {command.name!r} is already registered")
 
 
 def report(app: Flask) -> PluginSet:
@@ -296,7 +341,26 @@ def active(app: Flask) -> list[Plugin]:
 
 
 def migration_dirs(app: Flask) -> list[str]:
-    return [str(Path(p.migrations)) for p in active(app) if p.migrations]
+    """Alembic version directories of every installed plugin that can be read, not only the active ones.
+
+    A plugin disabled after its migrations ran still has its revision in alembic_version;
+    without its scripts alembic cannot read the database's state, and every `flask db`
+    command (so `make run`, which migrates first) would fail. Its branch is kept up to date.
+    """
+    dirs: list[str] = []
+    statuses = list(iter_statuses(app))
+    found = discover() if any(s.status == "disabled" for s in statuses) else {}
+    for status in statuses:
+        plugin = status.plugin
+        if plugin is None and status.status == "disabled" and len(found.get(status.name, ())) == 1:
+            try:
+                plugin = found[status.name][0].load()  # a plain object: importing it starts nothing
+            except Exception as error:
+                log.warning("cannot read the migrations of disabled plugin %r: %s", status.name, error)
+                continue
+        if isinstance(plugin, Plugin) and plugin.migrations:
+            dirs.append(str(Path(plugin.migrations)))
+    return dirs
 
 
 def iter_statuses(app: Flask) -> Iterable[PluginStatus]:

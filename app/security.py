@@ -10,7 +10,8 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from flask import Flask, current_app, g, request
 from flask_smorest import Blueprint as SmorestBlueprint
@@ -87,6 +88,7 @@ def register_resolver(app: Flask, resolver: Resolver) -> None:
 
 def register_scopes(app: Flask, scopes: dict[str, str], plugin: str) -> None:
     reg = registry(app)
+    reg.__dict__.pop("_role_cache", None)
     for name, description in scopes.items():
         owner = reg.scopes.get(name, {}).get("plugin")
         if owner and owner != plugin:
@@ -179,6 +181,33 @@ def owned_or_404(obj: Any, principal: Principal | None = None, owner_attr: str =
     if obj is None or getattr(obj, owner_attr, None) != principal.user_id:
         raise NotFound()
     return obj
+
+
+def admin_only(app: Flask, scope: str) -> bool:
+    """Admin-only scopes: every `admin:*` scope plus those listed in ADMIN_ONLY_SCOPES."""
+    return scope.startswith("admin:") or scope in app.config.get("ADMIN_ONLY_SCOPES", ())
+
+
+def role_scopes(role: str, app: Flask | None = None) -> frozenset[str]:
+    """The scopes a session of this role carries: admins everything, users all but admin-only."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    if role == "admin":
+        return frozenset({"*"})
+    cache = registry(app).__dict__.setdefault("_role_cache", {})
+    if role not in cache:
+        cache[role] = frozenset(s for s in registry(app).scopes if not admin_only(app, s))
+    return cache[role]
+
+
+def require_project(project_id: str, principal: Principal | None = None) -> None:
+    """Refuse a key restricted by `allowed_projects` to other projects."""
+    principal = principal or authenticated_principal()
+    if not principal.may_access_project(project_id):
+        raise Forbidden(
+            f"This key may not access project {project_id!r}.",
+            code="PROJECT_NOT_ALLOWED",
+            details={"project_id": project_id, "allowed_projects": list(principal.allowed_projects or ())},
+        )
 
 
 def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:

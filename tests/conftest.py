@@ -17,7 +17,8 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -118,6 +119,11 @@ def base_config(database_url: str, worker: str) -> dict[str, Any]:
         "HEALTH_CACHE_SECONDS": 0,
         "REDIS_KEY_PREFIX": f"lunaos-test-{worker}:",
         "JOBS_QUEUE": f"lunaos-test-{worker}",
+        # argon2 at production cost would make every sign-up in the suite take ~100 ms.
+        "AUTH_ARGON2_TIME_COST": 1,
+        "AUTH_ARGON2_MEMORY_KIB": 1024,
+        "AUTH_ARGON2_PARALLELISM": 1,
+        "KEYS_PEPPER": "test-pepper-" + "z" * 40,
     }
 
 

@@ -10,19 +10,25 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from fnmatch import fnmatch
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent.parent / "fixtures" / "sample_plugin"
 CACHE = Path(__file__).resolve().parent.parent.parent / ".pytest_cache" / "sample_plugin"
+# Build by-products that must neither change the fingerprint nor be copied into the build.
+_IGNORED = ("__pycache__", "build", "*.egg-info", "*.pyc")
 
 
 def _fingerprint() -> str:
     digest = hashlib.sha256()
     for path in sorted(SOURCE.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path):
-            digest.update(str(path.relative_to(SOURCE)).encode())
+        relative = path.relative_to(SOURCE)
+        if path.is_file() and not any(fnmatch(part, pattern) for part in relative.parts for pattern in _IGNORED):
+            digest.update(str(relative).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -35,13 +41,20 @@ def ensure_installed() -> Path | None:
     with open(CACHE / ".lock", "w") as lock:  # xdist workers start together
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / ".installed").exists():
-            subprocess.run(
-                [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                 "--target", str(target), str(SOURCE)],
-                check=True,
-            )
+            # Build from a copy: pip builds in-tree, and setuptools would leave build/ and
+            # *.egg-info in tests/fixtures (changing the fingerprint for the next process).
+            with tempfile.TemporaryDirectory(prefix="lunaos-sample-") as scratch:
+                copy = Path(scratch) / "sample_plugin"
+                shutil.copytree(SOURCE, copy, ignore=shutil.ignore_patterns(*_IGNORED))
+                shutil.rmtree(target, ignore_errors=True)  # a half-finished earlier attempt
+                subprocess.run(
+                    [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                     "--target", str(target), str(copy)],
+                    check=True,
+                )
             (target / ".installed").touch()
     if str(target) not in sys.path:
         sys.path.insert(0, str(target))
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH")) if p)
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(target)]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(target), *inherited])
     return target
