@@ -1,0 +1,115 @@
+"""What every authenticated request needs to know about its user, cheaply and never stale.
+
+With Redis, each process caches a `UserState` per user together with a
+version token read from Redis; any change that affects authorisation
+(disable, role, tier, logout, password change, a key revoked) writes a new
+token. A request costs one Redis round trip (MGET of the token and, for a
+session, its revocation flag) instead of database queries, and a change made
+by any worker, host or CLI is seen on the very next request everywhere.
+
+Without Redis (the embedded default: one server process), the user row and
+the revocation are read from the database on each request.
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask import current_app
+
+from app import redis_client
+from app.extensions import db
+from app.ids import utcnow
+
+from .models import RevokedSession, User
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    id: str
+    email: str
+    role: str
+    tier: str
+    disabled: bool
+    sessions_valid_after: datetime | None
+
+
+def _state(user: User) -> UserState:
+    return UserState(user.id, user.email, user.role, user.tier, user.disabled, user.sessions_valid_after)
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[bytes, UserState]] = {}
+        self.lock = threading.Lock()
+
+
+def _cache() -> _Cache:
+    return current_app.extensions.setdefault("lunaos.auth.state", _Cache())
+
+
+def _version_key(user_id: str) -> str:
+    return redis_client.key(f"auth:v:{user_id}")
+
+
+def _revoked_key(session_id: str) -> str:
+    return redis_client.key(f"auth:revoked:{session_id}")
+
+
+def _load(user_id: str) -> UserState | None:
+    user = db.session.get(User, user_id)
+    return _state(user) if user is not None else None
+
+
+def lookup(user_id: str, session_id: str | None = None) -> tuple[UserState | None, bool, bytes | None]:
+    """(state of the user or None, whether `session_id` is revoked, the version token).
+
+    The token (None without Redis) lets callers cache things that depend on the
+    user, such as API key settings, and drop them when it changes.
+    """
+    client = redis_client.client()
+    if client is None:
+        revoked = bool(session_id) and db.session.get(RevokedSession, session_id) is not None
+        return _load(user_id), revoked, None
+    keys = [_version_key(user_id)] + ([_revoked_key(session_id)] if session_id else [])
+    values = client.mget(keys)
+    token, revoked = values[0], bool(session_id) and values[-1] is not None
+    cache = _cache()
+    cached = cache.entries.get(user_id)
+    if token is not None and cached is not None and cached[0] == token:
+        return cached[1], revoked, token
+    if token is None:
+        # First sight of this user since Redis started: publish a token, or adopt a racer's.
+        fresh = secrets.token_hex(8).encode()
+        previous = client.set(keys[0], fresh, nx=True, get=True)
+        token = previous if previous is not None else fresh
+    # The token was read before the row: a change committed meanwhile replaces the
+    # token too, so the next request reloads instead of trusting this snapshot.
+    state = _load(user_id)
+    if state is not None:
+        with cache.lock:
+            cache.entries[user_id] = (token, state)
+    return state, revoked, token
+
+
+def changed(user_id: str) -> None:
+    """Call after committing a change that affects the user's authorisation."""
+    _cache().entries.pop(user_id, None)
+    client = redis_client.client()
+    if client is not None:
+        client.set(_version_key(user_id), secrets.token_hex(8))
+
+
+def revoke_session(user_id: str, session_id: str, until: datetime) -> None:
+    client = redis_client.client()
+    ttl = max(int((until - utcnow()).total_seconds()), 1)
+    if client is not None:
+        client.set(_revoked_key(session_id), user_id, ex=ttl)
+        return
+    if db.session.get(RevokedSession, session_id) is None:
+        db.session.add(RevokedSession(session_id=session_id, user_id=user_id, expires_at=until))
+    db.session.execute(sa.delete(RevokedSession).where(RevokedSession.expires_at < utcnow()))
+    db.session.commit()

@@ -1,0 +1,78 @@
+"""Session tokens: a short-lived access JWT and a refresh JWT sharing a session id.
+
+Logout revokes the session id, which kills both tokens at once; a password
+change moves the user's `sessions_valid_after`, which kills every older token.
+Only HS256 is accepted on decode, so `alg: none` and algorithm swaps fail.
+
+`iat` has one-second resolution, so tokens also carry `iat_ms` (milliseconds):
+a password change must kill a token issued earlier in the same second while the
+session it hands out, issued a moment later, keeps working.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, UTC
+from typing import Any
+
+import jwt as pyjwt
+from flask import current_app
+from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
+
+from app.errors import Unauthorized
+from app.ids import new_id
+
+
+def looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2 and token.startswith("eyJ")
+
+
+def issue(user_id: str, session_id: str | None = None) -> dict[str, Any]:
+    session_id = session_id or new_id("ses")
+    claims = {"sid": session_id, "iat_ms": int(time.time() * 1000)}
+    access = create_access_token(identity=user_id, additional_claims=claims)
+    refresh = create_refresh_token(identity=user_id, additional_claims=claims)
+    return {
+        "access_token": access,
+        "refresh_token": refresh,
+        "token_type": "Bearer",
+        "expires_in": int(access_lifetime().total_seconds()),
+    }
+
+
+def access_lifetime() -> timedelta:
+    return current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+
+
+def refresh_lifetime() -> timedelta:
+    return current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+
+
+def decode(token: str, expected_type: str) -> dict[str, Any]:
+    """Verified claims, or 401 saying what is wrong (expired, invalid, wrong kind)."""
+    try:
+        claims = decode_token(token)
+    except pyjwt.ExpiredSignatureError as error:
+        raise Unauthorized("The token has expired; refresh it or log in again.", code="TOKEN_EXPIRED") from error
+    except (pyjwt.PyJWTError, JWTExtendedException, ValueError, KeyError) as error:
+        raise Unauthorized("The token is not valid.", code="TOKEN_INVALID") from error
+    if claims.get("type") != expected_type:
+        raise Unauthorized(f"A {claims.get('type')} token cannot be used here; send the {expected_type} token.",
+                           code="TOKEN_INVALID")
+    if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("sid"), str):
+        raise Unauthorized("The token is not valid.", code="TOKEN_INVALID")
+    return claims
+
+
+def issued_before(claims: dict[str, Any], instant: datetime | None) -> bool:
+    if instant is None:
+        return False
+    issued_ms = claims.get("iat_ms")
+    if isinstance(issued_ms, int) and not isinstance(issued_ms, bool):
+        return issued_ms < int(instant.timestamp() * 1000)
+    # A token minted before `iat_ms` existed: one-second resolution is all there is.
+    return int(claims["iat"]) < int(instant.timestamp())
+
+
+def expiry(claims: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
