@@ -8,8 +8,9 @@ from typing import Any
 
 from flask import Flask
 
-from . import (cli, config, core_api, database, errors, events, health, http_security, observability,
-               openapi, plugins, ratelimit, redis_client, security, sse, tasks)
+from . import (cli, config, core_api, database, errors, events, health, http_security, invalidation,
+               observability, openapi, plugins, ratelimit, redis_client, security, sse, tasks)
+from .application import LunaFlask
 from .extensions import jwt
 
 
@@ -22,7 +23,7 @@ def _version() -> str:
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     instance = os.environ.get("LUNAOS_INSTANCE_PATH") or str(Path(__file__).resolve().parent.parent / "instance")
-    app = Flask(__name__, instance_path=instance, instance_relative_config=True)
+    app = LunaFlask(__name__, instance_path=instance, instance_relative_config=True)
     app.json.sort_keys = False  # keep envelopes in their documented order
     config.load(app, overrides)
     app.config["LUNAOS_VERSION"] = _version()
@@ -34,6 +35,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     http_security.init_app(app)
     database.init_app(app)
     redis_client.init_app(app)
+    invalidation.init_app(app)
     jwt.init_app(app)
     security.init_app(app)
     ratelimit.init_app(app)

@@ -52,6 +52,7 @@ class Defaults:
     ADMIN_ONLY_SCOPES: list[str] = []  # beyond admin:*, scopes only admins' sessions carry
     RATELIMIT_ENABLED = True
     RATELIMIT_STRATEGY = "fixed-window"
+    RATELIMIT_LEASE = 0.01  # share of a fixed-window limit a worker takes from Redis at once; 0: every request
     RATELIMIT_ANONYMOUS = "60/minute"
     RATELIMIT_TIERS = {"free": "60/minute", "pro": "600/minute", "team": "6000/minute"}
     LOG_LEVEL = "INFO"

@@ -76,8 +76,14 @@ def report() -> tuple[dict[str, Any], int]:
     cached = state["cached"]
     if cached and time.monotonic() - cached[0] < ttl:
         return cached[1], cached[2]
-    with state["lock"]:
+    # One caller refreshes; while it does, the others get the previous result rather
+    # than queueing behind it (a probe storm must not pile up on a slow database).
+    if not state["lock"].acquire(blocking=cached is None):
+        return cached[1], cached[2]
+    try:
         results = {name: _run(name, reg) for name, reg in state["checks"].items()}
+    finally:
+        state["lock"].release()
     overall = "healthy"
     for result in results.values():
         if result["status"] == "down" and result["required"]:

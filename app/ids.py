@@ -1,7 +1,9 @@
 """Opaque, prefixed, time-sortable identifiers and UTC time helpers."""
 from __future__ import annotations
 
+import base64
 import os
+import random
 import time
 from datetime import datetime, UTC
 
@@ -9,12 +11,15 @@ from datetime import datetime, UTC
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
-def _b32(value: int, length: int) -> str:
-    out = []
-    for _ in range(length):
-        out.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+# RFC 4648 base32 symbols -> the Crockford symbol of the same value (so order is kept).
+_FROM_RFC = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+
+
+def _encode(ms: int, rand: int) -> str:
+    # 26 symbols = 130 bits: 2 zero bits, 48 bits of ms, 80 random bits. Shifted to fill
+    # 17 bytes so the C encoder's first 26 symbols are exactly those 130 bits.
+    raw = ((ms << 80 | rand) << 6).to_bytes(17, "big")
+    return base64.b32encode(raw)[:26].translate(_FROM_RFC).decode()
 
 
 def new_id(prefix: str) -> str:
@@ -24,8 +29,15 @@ def new_id(prefix: str) -> str:
     cannot be guessed from one another.
     """
     ms = int(time.time() * 1000) & ((1 << 48) - 1)
-    rand = int.from_bytes(os.urandom(10), "big")
-    return f"{prefix}_{_b32(ms, 10)}{_b32(rand, 16)}"
+    return f"{prefix}_{_encode(ms, int.from_bytes(os.urandom(10), 'big'))}"
+
+
+def new_request_id() -> str:
+    """Like new_id("req"), from the non-cryptographic generator: a request id must be
+    unique, not secret, and os.urandom is a system call on every request. (Python
+    re-seeds `random` in each forked worker.)"""
+    ms = int(time.time() * 1000) & ((1 << 48) - 1)
+    return f"req_{_encode(ms, random.getrandbits(80))}"
 
 
 def utcnow() -> datetime:

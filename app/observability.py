@@ -9,7 +9,7 @@ from flask import Flask, g, request
 from flask.wrappers import Response
 
 from . import logs
-from .ids import new_id
+from .ids import new_request_id
 
 access_log = logging.getLogger("lunaos.access")
 
@@ -20,29 +20,36 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 def _start() -> None:
     g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if _SANE_REQUEST_ID.match(incoming) else new_id("req")
+    g.request_id = incoming if _SANE_REQUEST_ID.match(incoming) else new_request_id()
 
 
 def _finish(response: Response) -> Response:
-    duration_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-    response.headers["X-Request-ID"] = g.get("request_id", "")
+    ctx = g._get_current_object()  # one proxy lookup, not one per field
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    duration_ms = (time.perf_counter() - getattr(ctx, "started", time.perf_counter())) * 1000
+    headers = response.headers
+    request_id = getattr(ctx, "request_id", "")
+    headers["X-Request-ID"] = request_id
     timing = f"total;dur={duration_ms:.1f}"
-    existing = response.headers.get("Server-Timing")
-    response.headers["Server-Timing"] = f"{existing}, {timing}" if existing else timing
-    principal = g.get("principal")
-    access_log.info(
-        "request",
-        extra={
-            "request_id": g.get("request_id"),
-            "method": request.method,
-            "path": request.path,
-            "query": logs.redact_text(request.query_string.decode("latin-1")) or None,
-            "status": response.status_code,
-            "duration_ms": round(duration_ms, 2),
-            "principal": principal.id if principal is not None else None,
-            "ip": request.remote_addr,
-        },
-    )
+    existing = headers.get("Server-Timing")
+    headers["Server-Timing"] = f"{existing}, {timing}" if existing else timing
+    if access_log.isEnabledFor(logging.INFO):
+        principal = getattr(ctx, "principal", None)
+        query = req.query_string
+        access_log.info(
+            "request",
+            extra={
+                "_redacted": True,  # every field below is safe or redacted here
+                "request_id": request_id,
+                "method": req.method,
+                "path": logs.redact_text(req.path),
+                "query": logs.redact_text(query.decode("latin-1")) if query else None,
+                "status": response.status_code,
+                "duration_ms": round(duration_ms, 2),
+                "principal": principal.id if principal is not None else None,
+                "ip": req.remote_addr,
+            },
+        )
     return response
 
 

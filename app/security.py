@@ -146,6 +146,27 @@ def check_scopes(principal: Principal, scopes: Iterable[str]) -> None:
             )
 
 
+def _security_doc(func: Callable, scopes: tuple[str, ...], auth: bool) -> dict[str, Any]:
+    """The view's smorest documentation (`_apidoc`) plus its security requirement and
+    401/403 responses. smorest's doc decorators are applied to a stand-in, so the
+    view gains no wrapper layers to run on every request."""
+
+    def stand_in() -> None:  # pragma: no cover - never called
+        return None
+
+    stand_in._apidoc = getattr(func, "_apidoc", {})  # type: ignore[attr-defined]
+    security = [{"bearerAuth": list(scopes)}, {"apiKeyAuth": list(scopes)}] if auth else []
+    doc: dict[str, Any] = {"security": security}
+    if scopes:
+        doc["x-required-scopes"] = list(scopes)
+    documented = _docs.doc(**doc)(stand_in)
+    if auth:
+        documented = _docs.alt_response(401, response="UNAUTHORIZED")(documented)
+        if scopes:
+            documented = _docs.alt_response(403, response="FORBIDDEN")(documented)
+    return documented._apidoc  # type: ignore[attr-defined]
+
+
 def require(*scopes: str, auth: bool = True) -> Callable:
     """Decorate a view (function or MethodView method): authentication, scopes, docs.
 
@@ -160,15 +181,7 @@ def require(*scopes: str, auth: bool = True) -> Callable:
                 check_scopes(authenticated_principal(), scopes)
             return func(*args, **kwargs)
 
-        security = [{"bearerAuth": list(scopes)}, {"apiKeyAuth": list(scopes)}] if auth else []
-        doc: dict[str, Any] = {"security": security}
-        if scopes:
-            doc["x-required-scopes"] = list(scopes)
-        wrapper = _docs.doc(**doc)(wrapper)
-        if auth:
-            wrapper = _docs.alt_response(401, response="UNAUTHORIZED")(wrapper)
-            if scopes:
-                wrapper = _docs.alt_response(403, response="FORBIDDEN")(wrapper)
+        wrapper._apidoc = _security_doc(func, scopes, auth)  # type: ignore[attr-defined]
         wrapper._lunaos_scopes = tuple(scopes)  # type: ignore[attr-defined]
         return wrapper
 

@@ -68,7 +68,7 @@ class Me(MethodView):
     @blp.response(200, UserSchema)
     def get(self):
         """The calling user"""
-        return service.current_user(authenticated_principal())
+        return service.profile(authenticated_principal())
 
 
 @blp.route("/password")

@@ -198,6 +198,14 @@ def current_user(principal: Principal) -> User:
     return user
 
 
+def profile(principal: Principal) -> UserState:
+    """The caller's account as GET /v1/auth/me shows it, from the cached state."""
+    found, _, _ = user_state(principal.user_id or "") if principal.authenticated else (None, False, None)
+    if found is None:
+        raise Unauthorized()
+    return found
+
+
 def _session_user(principal: Principal) -> User:
     """The account itself (password, MFA) is changed from a logged-in session only: an API key,
     whatever its scopes, must not turn on MFA (locking its owner out) or replace the password."""
@@ -236,6 +244,7 @@ def mfa_verify(principal: Principal, code: str) -> User:
     user.mfa_last_step = step
     user.mfa_enabled = True
     db.session.commit()
+    state.changed(user.id)
     events.publish("auth.mfa.enabled", {}, owner=user.id, actor=user.id)
     return user
 
@@ -250,6 +259,7 @@ def mfa_disable(principal: Principal, password: str, code: str) -> User:
         raise ValidationFailed({"code": ["The one-time code is not valid."]})
     user.mfa_enabled, user.mfa_secret, user.mfa_last_step = False, None, None
     db.session.commit()
+    state.changed(user.id)
     events.publish("auth.mfa.disabled", {}, owner=user.id, actor=user.id)
     return user
 

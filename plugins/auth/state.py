@@ -1,11 +1,17 @@
 """What every authenticated request needs to know about its user, cheaply and never stale.
 
-With Redis, each process caches a `UserState` per user together with a
-version token read from Redis; any change that affects authorisation
-(disable, role, tier, logout, password change, a key revoked) writes a new
-token. A request costs one Redis round trip (MGET of the token and, for a
-session, its revocation flag) instead of database queries, and a change made
-by any worker, host or CLI is seen on the very next request everywhere.
+With Redis, any change that affects authorisation (disable, role, tier,
+logout, password change, a key revoked or rotated) writes a new version
+token for the user in Redis and announces it on the invalidation channel
+(app.invalidation). Each process caches the user's state:
+
+- while its invalidation listener is connected, a cached check is trusted with
+  no round trip at all, until an announcement for that user arrives;
+- otherwise each request reads the version token (and, for a session, its
+  revocation flag) in one MGET and reloads when it changed.
+
+Either way a change made by any worker, host or CLI is seen on the next
+request everywhere, never after a TTL.
 
 Without Redis (the embedded default: one server process), the user row and
 the revocation are read from the database on each request.
@@ -14,13 +20,15 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
 
-from app import redis_client
+from app import invalidation, redis_client
 from app.extensions import db
 from app.ids import utcnow
 
@@ -35,16 +43,36 @@ class UserState:
     tier: str
     disabled: bool
     sessions_valid_after: datetime | None
+    # Profile fields, so GET /v1/auth/me needs no query either.
+    name: str | None
+    mfa_enabled: bool
+    created_at: datetime
+
+
+TOPIC = "auth.user"
 
 
 def _state(user: User) -> UserState:
-    return UserState(user.id, user.email, user.role, user.tier, user.disabled, user.sessions_valid_after)
+    return UserState(user.id, user.email, user.role, user.tier, user.disabled, user.sessions_valid_after,
+                     user.name, user.mfa_enabled, user.created_at)
 
 
 class _Cache:
+    FAST_MAX = 100_000
+
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[bytes, UserState]] = {}
+        self.entries: dict[str, tuple[bytes, UserState]] = {}  # by user: (Redis version token, state)
+        # By (user, session): (invalidation version, state), trusted with no round trip
+        # while the invalidation listener is healthy.
+        self.fast: OrderedDict[tuple[str, str | None], tuple[str, UserState]] = OrderedDict()
         self.lock = threading.Lock()
+
+    def remember(self, key: tuple[str, str | None], version: str, state: UserState) -> None:
+        with self.lock:
+            self.fast[key] = (version, state)
+            self.fast.move_to_end(key)
+            while len(self.fast) > self.FAST_MAX:
+                self.fast.popitem(last=False)
 
 
 def _cache() -> _Cache:
@@ -74,6 +102,22 @@ def lookup(user_id: str, session_id: str | None = None) -> tuple[UserState | Non
     if client is None:
         revoked = bool(session_id) and db.session.get(RevokedSession, session_id) is not None
         return _load(user_id), revoked, None
+    bus = invalidation.get()
+    version = bus.version(TOPIC, user_id)  # read first: a change announced meanwhile moves it on
+    cache = _cache()
+    if bus.healthy:
+        hit = cache.fast.get((user_id, session_id))
+        if hit is not None and hit[0] == version:
+            return hit[1], False, f"i{version}".encode()
+    state, revoked, token = _lookup_redis(client, user_id, session_id)
+    if bus.healthy and state is not None and not revoked:
+        cache.remember((user_id, session_id), version, state)
+        return state, revoked, f"i{version}".encode()
+    return state, revoked, token
+
+
+def _lookup_redis(client: Any, user_id: str, session_id: str | None) -> tuple[UserState | None, bool, bytes]:
+    """The round-trip check: the user's version token (and the session's revocation) in one MGET."""
     keys = [_version_key(user_id)] + ([_revoked_key(session_id)] if session_id else [])
     values = client.mget(keys)
     token, revoked = values[0], bool(session_id) and values[-1] is not None
@@ -96,11 +140,13 @@ def lookup(user_id: str, session_id: str | None = None) -> tuple[UserState | Non
 
 
 def changed(user_id: str) -> None:
-    """Call after committing a change that affects the user's authorisation."""
+    """Call after committing a change that affects the user's authorisation: every
+    process drops what it cached for the user before its next request uses it."""
     _cache().entries.pop(user_id, None)
     client = redis_client.client()
     if client is not None:
         client.set(_version_key(user_id), secrets.token_hex(8))
+        invalidation.get().publish(TOPIC, user_id)
 
 
 def revoke_session(user_id: str, session_id: str, until: datetime) -> None:
@@ -108,6 +154,7 @@ def revoke_session(user_id: str, session_id: str, until: datetime) -> None:
     ttl = max(int((until - utcnow()).total_seconds()), 1)
     if client is not None:
         client.set(_revoked_key(session_id), user_id, ex=ttl)
+        changed(user_id)  # processes trusting a cached check of this session drop it
         return
     if db.session.get(RevokedSession, session_id) is None:
         db.session.add(RevokedSession(session_id=session_id, user_id=user_id, expires_at=until))

@@ -13,7 +13,7 @@ from flask import current_app
 from limits import parse
 
 from app.errors import RateLimited
-from app.ratelimit import limiter
+from app.ratelimit import budgets
 
 
 def _buckets(email: str, ip: str) -> list[tuple[str, tuple[str, ...]]]:
@@ -27,21 +27,20 @@ def _buckets(email: str, ip: str) -> list[tuple[str, tuple[str, ...]]]:
 
 def check(email: str, ip: str) -> None:
     """429 before any password work when either budget is spent."""
-    strategy = limiter().limiter
     for limit, key in _buckets(email, ip):
         item = parse(limit)
-        if not strategy.test(item, *key):
-            reset = strategy.get_window_stats(item, *key).reset_time
+        spent, reset = budgets().run(
+            lambda s, item=item, key=key: (not s.test(item, *key), s.get_window_stats(item, *key).reset_time))
+        if spent:
             raise RateLimited(int(reset - time.time()) + 1, "Too many failed logins; try again later.",
                               code="LOGIN_THROTTLED")
 
 
 def failed(email: str, ip: str) -> None:
-    strategy = limiter().limiter
     for limit, key in _buckets(email, ip):
-        strategy.hit(parse(limit), *key)
+        budgets().run(lambda s, item=parse(limit), key=key: s.hit(item, *key))
 
 
 def succeeded(email: str) -> None:
     limit, key = _buckets(email, "-")[0]
-    limiter().limiter.clear(parse(limit), *key)
+    budgets().run(lambda s: s.clear(parse(limit), *key))

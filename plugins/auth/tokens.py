@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, UTC
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import jwt as pyjwt
@@ -48,14 +50,55 @@ def refresh_lifetime() -> timedelta:
     return current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
 
 
+class _Verified:
+    """Claims of tokens whose signature this process has checked, by exact token string.
+
+    A session token is presented on every request for its whole life; checking its
+    signature once per process (flask-jwt-extended and PyJWT parse it three times,
+    about 300 us) is enough. Expiry is still checked on every use, and revocation is
+    decided elsewhere on every request (state.lookup).
+    """
+
+    MAX = 50_000
+
+    def __init__(self) -> None:
+        self.claims: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        return self.claims.get(token)
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        with self.lock:
+            self.claims[token] = claims
+            while len(self.claims) > self.MAX:
+                self.claims.popitem(last=False)
+
+
+def _verified() -> _Verified:
+    return current_app.extensions.setdefault("lunaos.auth.verified", _Verified())
+
+
+def _expired() -> Unauthorized:
+    return Unauthorized("The token has expired; refresh it or log in again.", code="TOKEN_EXPIRED")
+
+
 def decode(token: str, expected_type: str) -> dict[str, Any]:
     """Verified claims, or 401 saying what is wrong (expired, invalid, wrong kind)."""
-    try:
-        claims = decode_token(token)
-    except pyjwt.ExpiredSignatureError as error:
-        raise Unauthorized("The token has expired; refresh it or log in again.", code="TOKEN_EXPIRED") from error
-    except (pyjwt.PyJWTError, JWTExtendedException, ValueError, KeyError) as error:
-        raise Unauthorized("The token is not valid.", code="TOKEN_INVALID") from error
+    cache = _verified()
+    claims = cache.get(token)
+    if claims is not None:
+        if claims["exp"] <= time.time():
+            raise _expired()
+    else:
+        try:
+            claims = decode_token(token)
+        except pyjwt.ExpiredSignatureError as error:
+            raise _expired() from error
+        except (pyjwt.PyJWTError, JWTExtendedException, ValueError, KeyError) as error:
+            raise Unauthorized("The token is not valid.", code="TOKEN_INVALID") from error
+        if isinstance(claims.get("exp"), int):
+            cache.put(token, claims)
     if claims.get("type") != expected_type:
         raise Unauthorized(f"A {claims.get('type')} token cannot be used here; send the {expected_type} token.",
                            code="TOKEN_INVALID")

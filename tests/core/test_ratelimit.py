@@ -253,3 +253,41 @@ def test_unreachable_redis_falls_back_to_limiting_in_memory(make_app):
     client = make_app(REDIS_URL="redis://127.0.0.1:1/0", RATELIMIT_ANONYMOUS="2/minute").test_client()
     assert [client.get("/").status_code for _ in range(2)] == [200, 200]
     assert_429(client.get("/"))
+
+
+def test_leased_budget_shared_by_two_apps_is_never_exceeded(make_app, redis_url, redis_client):
+    # 400/minute with 5% leases: each app takes 20 admissions per round trip to Redis.
+    apps = [build(make_app, REDIS_URL=redis_url, RATELIMIT_ANONYMOUS="400/minute", RATELIMIT_LEASE=0.05)
+            for _ in range(2)]
+    clients = [a.test_client() for a in apps]
+    own = [0, 0]
+    for i in range(500):
+        response = clients[i % 2].get("/")
+        if response.status_code == 200:
+            own[i % 2] += 1
+            # A worker knows the shared count as of its last lease: what it reports left never
+            # exceeds the limit minus its own admissions (others' recent leases it cannot see).
+            assert int(response.headers["X-RateLimit-Remaining"]) <= 400 - own[i % 2]
+        else:
+            assert_429(response)
+    # Never more than the shared budget; at most one unused lease per app goes unadmitted.
+    assert 400 - 2 * 20 <= sum(own) <= 400
+
+
+def test_lease_takes_one_round_trip_per_share(make_app, redis_url, redis_client, worker):
+    app = build(make_app, REDIS_URL=redis_url, RATELIMIT_ANONYMOUS="1000/minute", RATELIMIT_LEASE=0.05)
+    client = app.test_client()
+    for _ in range(120):
+        assert client.get("/").status_code == 200
+    counters = [int(redis_client.get(k)) for k in redis_client.scan_iter(match=f"*{worker}*rl*")
+                if redis_client.type(k) == b"string"]
+    # 120 admissions in shares of 50: the shared counter moved in three steps.
+    assert counters == [150]
+
+
+def test_small_limits_are_counted_request_by_request(make_app, redis_url, redis_client):
+    # 60/minute at 1% would be a share under 2: exact, as the two-app test above requires.
+    first = build(make_app, REDIS_URL=redis_url, RATELIMIT_ANONYMOUS="3/minute").test_client()
+    second = build(make_app, REDIS_URL=redis_url, RATELIMIT_ANONYMOUS="3/minute").test_client()
+    assert [first.get("/").status_code, second.get("/").status_code, first.get("/").status_code] == [200] * 3
+    assert_429(second.get("/"))
