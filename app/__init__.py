@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import (cli, config, core_api, database, errors, events, health, http_security, invalidation,
+from . import (cli, config, core_api, database, errors, events, health, http_security, invalidation, llm,
                observability, openapi, plugins, ratelimit, redis_client, security, sse, tasks)
 from .application import LunaFlask
 from .extensions import jwt
@@ -44,6 +44,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     health.init_app(app)
     sse.init_app(app)
     tasks.init_app(app)  # after health: registers the "queue" check
+    llm.init_app(app)  # after health: registers the "llm" check
     core_api.init_app(app)
     cli.init_app(app)
     plugins.activate(app, found)

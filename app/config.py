@@ -19,7 +19,7 @@ from typing import Any
 from flask import Flask
 
 PREFIX = "LUNAOS"
-STANDARD_NAMES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
+STANDARD_NAMES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 # Keys of other libraries that may be set through LUNAOS_ without being declared here.
 EXTENSION_PREFIXES = ("SQLALCHEMY_", "JWT_", "RATELIMIT_", "API_", "OPENAPI_", "SESSION_", "CORS_")
 # Secrets the core needs; plugins add theirs through `Plugin.secrets`.
@@ -69,6 +69,19 @@ class Defaults:
     JOBS_CANCEL_CHECK_SECONDS = 1.0  # min seconds between the database reads of ctx.cancelled()
     SSE_HEARTBEAT_SECONDS = 15.0
     REDIS_KEY_PREFIX = "lunaos:"
+    # Language model providers (app/llm). LLM_PROVIDERS: JSON list of {name, type, base_url, api_key,
+    # models, priority, timeout, context_window}; empty: OPENAI_API_KEY / ANTHROPIC_API_KEY, else offline.
+    LLM_PROVIDERS: list | str | None = None  # a JSON string is decoded (and checked) by app/llm/config.py
+    LLM_STRATEGY = "priority"  # priority | round_robin | least_loaded | fastest
+    LLM_TIMEOUT = 60.0  # seconds per upstream call (a provider's own "timeout" wins)
+    LLM_RETRIES = 1  # extra passes over the providers after every one failed
+    LLM_RETRY_BACKOFF_SECONDS = 0.25  # first pause between passes; doubles each pass, with jitter
+    LLM_FAILURE_THRESHOLD = 3  # consecutive failures that make a provider cool down
+    LLM_COOLDOWN_SECONDS = 30.0  # then one probe request may bring it back
+    LLM_OFFLINE = True  # nothing configured: use the in-process SmolLM2 (llama-cpp-python) when installed
+    LLM_USAGE_FLUSH_SECONDS = 0.2  # token usage is written in batches at most this long after a request
+    OPENAI_API_KEY: str | None = None
+    ANTHROPIC_API_KEY: str | None = None
     API_TITLE = "LunaOS"
     API_VERSION = "v1"
     OPENAPI_VERSION = "3.1.0"

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import sample_plugin  # noqa: E402
+from tests.support.llm_server import _llm_pool, llm_upstream, llm_upstreams  # noqa: E402,F401  (fixtures)
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 dbname=test")
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -124,6 +125,8 @@ def base_config(database_url: str, worker: str) -> dict[str, Any]:
         "AUTH_ARGON2_MEMORY_KIB": 1024,
         "AUTH_ARGON2_PARALLELISM": 1,
         "KEYS_PEPPER": "test-pepper-" + "z" * 40,
+        # No in-process model unless a test asks for one: AI tests name their upstreams.
+        "LLM_OFFLINE": False,
     }
 
 

@@ -1,0 +1,203 @@
+"""`openai`: OpenAI and every OpenAI-compatible server (LM Studio, Ollama, vLLM, llama.cpp) through the official SDK.
+
+Each configured instance has its own client (base_url, key, timeout) made
+after the fork, on first use. The SDK's own retries are off: the router
+retries, across providers. Streams ask for usage (`stream_options.include_usage`);
+a server that gives none, or refuses the option, gets its tokens counted here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ...config import ConfigError
+from ..base import Provider
+from ..types import ChatRequest, ChatResult, Message, ProviderError, StreamChunk, Usage
+from . import finish_reason, status_error
+
+log = logging.getLogger("lunaos.llm")
+OPENAI_URL = "https://api.openai.com/v1"
+MODELS_CACHE_SECONDS = 60.0
+
+
+def wire_messages(messages: list[Message]) -> list[dict[str, str]]:
+    # A `tool` message needs a tool_call_id on this API; ours carry only text, so it goes as user text.
+    return [{"role": "user", "content": f"Tool output:\n{m.content}"} if m.role == "tool"
+            else {"role": m.role, "content": m.content} for m in messages]
+
+
+class OpenAIProvider(Provider):
+    kind = "openai"
+    extra_settings = frozenset({"organization", "headers"})
+
+    def __init__(self, name: str, settings: dict[str, Any]):
+        super().__init__(name, settings)
+        self.base_url = (settings.get("base_url") or OPENAI_URL).rstrip("/")
+        self.api_key = settings.get("api_key") or ""
+        if not self.api_key and self.base_url == OPENAI_URL:
+            raise ConfigError(f"LLM provider {name!r} (type openai) talks to api.openai.com but has no key: set "
+                              "its api_key or LUNAOS_OPENAI_API_KEY (for a local server, set base_url)")
+        self._client: Any = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._usage_in_streams = True  # until the server refuses stream_options
+        self._listed: tuple[float, list[str]] | None = None
+
+    @classmethod
+    def settings_defaults(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return {"api_key": config.get("OPENAI_API_KEY") or ""}
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> list[str]:
+        headers = settings.get("headers")
+        if headers is not None and (not isinstance(headers, dict)
+                                    or not all(isinstance(v, str) for v in headers.values())):
+            return ["'headers' must be an object of header names to strings"]
+        return []
+
+    def client(self) -> Any:
+        # Per process: an HTTP connection pool must not be shared across a fork.
+        if self._client is None or self._pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._pid != os.getpid():
+                    import openai
+
+                    self._client = openai.OpenAI(
+                        base_url=self.base_url, api_key=self.api_key or "unused", timeout=self.timeout,
+                        max_retries=0, organization=self.settings.get("organization"),
+                        default_headers=self.settings.get("headers"))
+                    self._pid = os.getpid()
+        return self._client
+
+    def _error(self, error: Exception) -> ProviderError:
+        import openai
+
+        if isinstance(error, openai.APIStatusError):
+            return status_error(self.name, error.status_code, _message(error))
+        if isinstance(error, openai.APITimeoutError):
+            return ProviderError(f"timed out after {self.timeout:g}s", provider=self.name)
+        if isinstance(error, openai.APIConnectionError):
+            cause = error.__cause__ or error
+            return ProviderError(f"connection failed: {type(cause).__name__}", provider=self.name)
+        return ProviderError(f"{type(error).__name__}: {error}"[:300], provider=self.name)
+
+    def _params(self, request: ChatRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": request.model or self.default_model or "default",
+                                  "messages": wire_messages(request.messages), "temperature": request.temperature}
+        for key in ("max_tokens", "top_p", "stop", "seed", "user"):
+            value = getattr(request, key)
+            if value is not None:
+                params[key] = value
+        return params
+
+    def chat(self, request: ChatRequest) -> ChatResult:
+        try:
+            response = self.client().chat.completions.create(**self._params(request))
+        except Exception as error:
+            raise self._error(error) from error
+        if not response.choices:
+            raise ProviderError("the response had no choices", provider=self.name)
+        choice = response.choices[0]
+        content = choice.message.content or ""
+        if response.usage is not None:
+            usage = Usage(response.usage.prompt_tokens or 0, response.usage.completion_tokens or 0)
+        else:
+            usage = self._estimate(request, content)
+        return ChatResult(content=content, model=response.model or request.model or "", provider=self.name,
+                          usage=usage, finish_reason=finish_reason(choice.finish_reason))
+
+    def _open_stream(self, request: ChatRequest) -> Any:
+        import openai
+
+        params = self._params(request)
+        if self._usage_in_streams:
+            try:
+                return self.client().chat.completions.create(
+                    **params, stream=True, stream_options={"include_usage": True})
+            except openai.BadRequestError as error:
+                if "stream_options" not in str(error):
+                    raise
+                log.info("llm provider %s does not accept stream_options; counting stream tokens here", self.name)
+                self._usage_in_streams = False
+        return self.client().chat.completions.create(**params, stream=True)
+
+    def stream(self, request: ChatRequest) -> Iterator[StreamChunk]:
+        try:
+            upstream = self._open_stream(request)
+        except Exception as error:
+            raise self._error(error) from error
+        parts: list[str] = []
+        usage: Usage | None = None
+        reason: str | None = None
+        try:
+            for chunk in upstream:
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                for choice in chunk.choices or ():
+                    text = choice.delta.content if choice.delta is not None else None
+                    if text:  # role-only and empty deltas are not output
+                        parts.append(text)
+                        yield StreamChunk(delta=text)
+                    if choice.finish_reason:
+                        reason = choice.finish_reason
+        except ProviderError:
+            raise
+        except Exception as error:
+            raise self._error(error) from error
+        finally:
+            upstream.close()
+        if reason is None and not parts:
+            raise ProviderError("the stream ended without output or a finish reason", provider=self.name)
+        yield StreamChunk(finish_reason=finish_reason(reason),
+                          usage=usage or self._estimate(request, "".join(parts)))
+
+    def _estimate(self, request: ChatRequest, completion: str) -> Usage:
+        return Usage(self.count_prompt_tokens(request.messages), self.count_tokens(completion), estimated=True)
+
+    def list_models(self) -> list[str]:
+        if self.models:
+            return list(self.models)
+        now = time.monotonic()
+        if self._listed is not None and now - self._listed[0] < MODELS_CACHE_SECONDS:
+            return list(self._listed[1])
+        try:
+            listed = sorted(m.id for m in self.client().models.list(timeout=min(self.timeout, 5.0)))
+        except Exception as error:  # noqa: BLE001 - an unreachable server lists nothing
+            log.info("llm provider %s: listing models failed: %s", self.name, type(error).__name__)
+            listed = []
+        self._listed = (now, listed)
+        return list(listed)
+
+    @property
+    def default_model(self) -> str | None:
+        if self.models:
+            return self.models[0]
+        listed = self.list_models()
+        return listed[0] if listed else None
+
+    def health(self) -> dict[str, Any]:
+        try:
+            self.client().models.list(timeout=min(self.timeout, 3.0))
+        except Exception as error:  # noqa: BLE001
+            return {"status": "down", "detail": str(self._error(error))}
+        return {"status": "ok"}
+
+    def close(self) -> None:
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._client = None
+
+
+def _message(error: Any) -> str:
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(inner, str):
+            return inner
+    return str(getattr(error, "message", "") or error)

@@ -1,0 +1,385 @@
+"""What the router knows about each provider: in-flight requests, rolling latency, circuit breaker.
+
+`MemoryState` keeps it in this process. `RedisState` shares it between the
+workers and hosts of one deployment:
+- in-flight: a sorted set per provider whose members are request tickets
+  scored by a lease deadline, so a process that dies mid-request stops being
+  counted once its leases run out (long streams renew theirs);
+- latency: an exponentially weighted moving average in one hash, updated
+  atomically by a Lua script;
+- breaker: consecutive failures and the end of the cool-down per provider; after
+  the cool-down exactly one request (whoever wins a SET NX) probes the provider.
+`SharedState` uses Redis and, while Redis fails, this process's memory, so a
+Redis outage degrades routing quality rather than failing requests.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("lunaos.llm")
+EWMA_WEIGHT = 0.3  # weight of the newest sample: recent behaviour counts, one outlier does not dominate
+
+
+@dataclass
+class Ticket:
+    provider: str
+    member: str
+    backend: str  # "memory" | "redis": where the matching `end` must go
+    leased_until: float = 0.0
+
+
+@dataclass
+class _Breaker:
+    failures: int = 0
+    until: float = 0.0  # epoch seconds; 0: closed
+    probe_until: float = 0.0
+
+
+class MemoryState:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inflight: dict[str, int] = {}
+        self._latency: dict[str, float] = {}
+        self._breakers: dict[str, _Breaker] = {}
+
+    # in-flight
+    def begin(self, provider: str, lease: float) -> Ticket:
+        with self._lock:
+            self._inflight[provider] = self._inflight.get(provider, 0) + 1
+        return Ticket(provider, "", self.name)
+
+    def renew(self, ticket: Ticket, lease: float) -> None:
+        return None
+
+    def end(self, ticket: Ticket) -> None:
+        with self._lock:
+            self._inflight[ticket.provider] = max(0, self._inflight.get(ticket.provider, 0) - 1)
+
+    def inflight(self, providers: list[str]) -> dict[str, int]:
+        with self._lock:
+            return {p: self._inflight.get(p, 0) for p in providers}
+
+    # latency
+    def record_latency(self, provider: str, ms: float) -> None:
+        with self._lock:
+            old = self._latency.get(provider)
+            self._latency[provider] = ms if old is None else old + EWMA_WEIGHT * (ms - old)
+
+    def latency(self, providers: list[str]) -> dict[str, float | None]:
+        with self._lock:
+            return {p: self._latency.get(p) for p in providers}
+
+    # circuit breaker
+    def record_success(self, provider: str) -> None:
+        with self._lock:
+            self._breakers.pop(provider, None)
+
+    def record_failure(self, provider: str, threshold: int, cooldown: float) -> float | None:
+        """Count a failure; returns the cool-down end when this failure opened (or re-opened) the breaker."""
+        with self._lock:
+            breaker = self._breakers.setdefault(provider, _Breaker())
+            breaker.failures += 1
+            breaker.probe_until = 0.0
+            if breaker.failures >= threshold:
+                breaker.until = time.time() + cooldown
+                return breaker.until
+            return None
+
+    def cooldowns(self, providers: list[str]) -> dict[str, float | None]:
+        now = time.time()
+        with self._lock:
+            return {p: (b.until if (b := self._breakers.get(p)) and b.until > now else None) for p in providers}
+
+    def admit(self, provider: str, probe_lease: float) -> str:
+        """"closed": send; "probe": the one request testing a provider after its cool-down; "open": skip."""
+        now = time.time()
+        with self._lock:
+            breaker = self._breakers.get(provider)
+            if breaker is None or breaker.until == 0.0:
+                return "closed"
+            if breaker.until > now or breaker.probe_until > now:
+                return "open"
+            breaker.probe_until = now + probe_lease
+            return "probe"
+
+    # combined steps: what the router does per attempt (one Redis round trip each in RedisState)
+    def enter(self, provider: str, lease: float, probe_lease: float) -> tuple[str, Ticket | None]:
+        verdict = self.admit(provider, probe_lease)
+        return verdict, (None if verdict == "open" else self.begin(provider, lease))
+
+    def succeeded(self, provider: str, ms: float) -> None:
+        self.record_latency(provider, ms)
+        self.record_success(provider)
+
+    def complete(self, ticket: Ticket, ms: float) -> None:
+        self.end(ticket)
+        self.succeeded(ticket.provider, ms)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._inflight.clear()
+            self._latency.clear()
+            self._breakers.clear()
+
+
+_EWMA = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local value = tonumber(ARGV[2])
+if old then value = tonumber(old) + tonumber(ARGV[3]) * (value - tonumber(old)) end
+redis.call('HSET', KEYS[1], ARGV[1], tostring(value))
+return tostring(value)
+"""
+
+# KEYS: breaker hash, probe key. ARGV: threshold, cooldown seconds, now.
+_FAILURE = """
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('DEL', KEYS[2])
+redis.call('EXPIRE', KEYS[1], 86400)
+if failures >= tonumber(ARGV[1]) then
+  local untilts = tonumber(ARGV[3]) + tonumber(ARGV[2])
+  redis.call('HSET', KEYS[1], 'until', tostring(untilts))
+  return tostring(untilts)
+end
+return false
+"""
+
+
+# KEYS: breaker hash, probe key, in-flight set. ARGV: now, member, lease deadline, probe ms, process.
+_ENTER = """
+local untilts = redis.call('HGET', KEYS[1], 'until')
+local verdict = 'closed'
+if untilts then
+  if tonumber(untilts) > tonumber(ARGV[1]) then return 'open' end
+  if not redis.call('SET', KEYS[2], ARGV[5], 'NX', 'PX', ARGV[4]) then return 'open' end
+  verdict = 'probe'
+end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+return verdict
+"""
+
+
+@dataclass
+class RedisState:
+    client: Redis
+    prefix: str  # e.g. "lunaos:llm:"
+    process: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    name: str = "redis"
+
+    def __post_init__(self) -> None:
+        self._ewma = self.client.register_script(_EWMA)
+        self._failure = self.client.register_script(_FAILURE)
+        self._enter = self.client.register_script(_ENTER)
+        self._sweep_at = 0.0
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def begin(self, provider: str, lease: float) -> Ticket:
+        ticket = Ticket(provider, f"{self.process}:{uuid.uuid4().hex[:12]}", self.name, time.time() + lease)
+        self.client.zadd(self._k("inflight", provider), {ticket.member: ticket.leased_until})
+        return ticket
+
+    def renew(self, ticket: Ticket, lease: float) -> None:
+        # Only when half the lease is gone: a long stream costs a write every lease/2, not every token.
+        now = time.time()
+        if ticket.leased_until - now < lease / 2:
+            ticket.leased_until = now + lease
+            self.client.zadd(self._k("inflight", ticket.provider), {ticket.member: ticket.leased_until}, xx=True)
+
+    def end(self, ticket: Ticket) -> None:
+        self.client.zrem(self._k("inflight", ticket.provider), ticket.member)
+
+    def inflight(self, providers: list[str]) -> dict[str, int]:
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        sweep = now - self._sweep_at > 30
+        for p in providers:
+            if sweep:  # leases of dead processes: drop them so the sets do not grow
+                pipe.zremrangebyscore(self._k("inflight", p), "-inf", now)
+            pipe.zcount(self._k("inflight", p), now, "+inf")
+        results = pipe.execute()
+        if sweep:
+            self._sweep_at = now
+            results = results[1::2]
+        return {p: int(n) for p, n in zip(providers, results, strict=True)}
+
+    def record_latency(self, provider: str, ms: float) -> None:
+        self._ewma(keys=[self._k("latency")], args=[provider, f"{ms:.3f}", EWMA_WEIGHT])
+
+    def latency(self, providers: list[str]) -> dict[str, float | None]:
+        values = self.client.hmget(self._k("latency"), providers) if providers else []
+        return {p: (float(v) if v is not None else None) for p, v in zip(providers, values, strict=True)}
+
+    def record_success(self, provider: str) -> None:
+        # Most requests succeed on a closed breaker: skip the writes when there is nothing to reset.
+        if self.client.exists(self._k("breaker", provider)):
+            self.client.delete(self._k("breaker", provider), self._k("probe", provider))
+
+    def record_failure(self, provider: str, threshold: int, cooldown: float) -> float | None:
+        result = self._failure(keys=[self._k("breaker", provider), self._k("probe", provider)],
+                               args=[threshold, cooldown, f"{time.time():.3f}"])
+        return float(result) if result is not None else None
+
+    def _untils(self, providers: list[str]) -> dict[str, float]:
+        pipe = self.client.pipeline(transaction=False)
+        for p in providers:
+            pipe.hget(self._k("breaker", p), "until")
+        return {p: float(v) if v is not None else 0.0 for p, v in zip(providers, pipe.execute(), strict=True)}
+
+    def cooldowns(self, providers: list[str]) -> dict[str, float | None]:
+        now = time.time()
+        return {p: (u if u > now else None) for p, u in self._untils(providers).items()}
+
+    def admit(self, provider: str, probe_lease: float) -> str:
+        until = self._untils([provider])[provider]
+        if until == 0.0:
+            return "closed"
+        if until > time.time():
+            return "open"
+        won = self.client.set(self._k("probe", provider), self.process, nx=True, px=max(1, int(probe_lease * 1000)))
+        return "probe" if won else "open"
+
+    # combined steps: one round trip before the upstream call and one after
+    def enter(self, provider: str, lease: float, probe_lease: float) -> tuple[str, Ticket | None]:
+        now = time.time()
+        ticket = Ticket(provider, f"{self.process}:{uuid.uuid4().hex[:12]}", self.name, now + lease)
+        verdict = self._enter(
+            keys=[self._k("breaker", provider), self._k("probe", provider), self._k("inflight", provider)],
+            args=[f"{now:.3f}", ticket.member, f"{ticket.leased_until:.3f}", max(1, int(probe_lease * 1000)),
+                  self.process])
+        verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        return verdict, (None if verdict == "open" else ticket)
+
+    def _succeeded(self, pipe: Any, provider: str, ms: float) -> None:
+        self._ewma(keys=[self._k("latency")], args=[provider, f"{ms:.3f}", EWMA_WEIGHT], client=pipe)
+        pipe.delete(self._k("breaker", provider), self._k("probe", provider))
+
+    def succeeded(self, provider: str, ms: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        self._succeeded(pipe, provider, ms)
+        pipe.execute()
+
+    def complete(self, ticket: Ticket, ms: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(self._k("inflight", ticket.provider), ticket.member)
+        self._succeeded(pipe, ticket.provider, ms)
+        pipe.execute()
+
+    def reset(self) -> None:
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=500))
+        if keys:
+            self.client.delete(*keys)
+
+
+class SharedState:
+    """Redis when it answers, this process's memory while it does not (retried after a pause)."""
+
+    RETRY_AFTER = 5.0
+
+    def __init__(self, redis_state: RedisState | None):
+        self.memory = MemoryState()
+        self.redis = redis_state
+        self._down_until = 0.0
+
+    @property
+    def backend(self) -> str:
+        return "redis" if self._use_redis() else "memory"
+
+    def _use_redis(self) -> bool:
+        return self.redis is not None and time.monotonic() >= self._down_until
+
+    def _call(self, method: str, *args: Any, default: Any = None) -> Any:
+        if self._use_redis():
+            try:
+                return getattr(self.redis, method)(*args)
+            except (RedisError, OSError) as error:
+                self._down_until = time.monotonic() + self.RETRY_AFTER
+                log.warning("llm state: Redis failed (%s: %s); using this process's state for %.0fs",
+                            type(error).__name__, error, self.RETRY_AFTER)
+        return getattr(self.memory, method)(*args)
+
+    def begin(self, provider: str, lease: float) -> Ticket:
+        return self._call("begin", provider, lease)
+
+    def renew(self, ticket: Ticket, lease: float) -> None:
+        if ticket.backend == "redis" and self.redis is not None:
+            try:
+                self.redis.renew(ticket, lease)
+            except (RedisError, OSError):
+                pass  # the lease runs out; the count is then a little low, never stuck high
+
+    def end(self, ticket: Ticket) -> None:
+        # Back to where it was counted, whatever the state of Redis now.
+        if ticket.backend == "memory":
+            self.memory.end(ticket)
+            return
+        try:
+            assert self.redis is not None
+            self.redis.end(ticket)
+        except (RedisError, OSError):
+            pass  # its lease expires
+
+    def inflight(self, providers: list[str]) -> dict[str, int]:
+        counts = self._call("inflight", providers)
+        if self.redis is not None and self.backend == "redis":
+            # Requests this process started during an outage are only in memory.
+            local = self.memory.inflight(providers)
+            counts = {p: counts[p] + local[p] for p in providers}
+        return counts
+
+    def record_latency(self, provider: str, ms: float) -> None:
+        self._call("record_latency", provider, ms)
+
+    def latency(self, providers: list[str]) -> dict[str, float | None]:
+        return self._call("latency", providers)
+
+    def record_success(self, provider: str) -> None:
+        self._call("record_success", provider)
+
+    def record_failure(self, provider: str, threshold: int, cooldown: float) -> float | None:
+        return self._call("record_failure", provider, threshold, cooldown)
+
+    def cooldowns(self, providers: list[str]) -> dict[str, float | None]:
+        return self._call("cooldowns", providers)
+
+    def admit(self, provider: str, probe_lease: float) -> str:
+        return self._call("admit", provider, probe_lease)
+
+    def enter(self, provider: str, lease: float, probe_lease: float) -> tuple[str, Ticket | None]:
+        return self._call("enter", provider, lease, probe_lease)
+
+    def succeeded(self, provider: str, ms: float) -> None:
+        self._call("succeeded", provider, ms)
+
+    def complete(self, ticket: Ticket, ms: float) -> None:
+        if ticket.backend == "memory":
+            self.memory.end(ticket)
+            self.succeeded(ticket.provider, ms)
+            return
+        try:
+            assert self.redis is not None
+            self.redis.complete(ticket, ms)
+        except (RedisError, OSError) as error:
+            self._down_until = time.monotonic() + self.RETRY_AFTER
+            log.warning("llm state: Redis failed (%s: %s); using this process's state for %.0fs",
+                        type(error).__name__, error, self.RETRY_AFTER)
+            self.memory.succeeded(ticket.provider, ms)  # the ticket's Redis mark expires with its lease
+
+    def reset(self) -> None:
+        self.memory.reset()
+        if self.redis is not None:
+            try:
+                self.redis.reset()
+            except (RedisError, OSError):
+                pass

@@ -1,0 +1,111 @@
+"""Router state shared through Redis: two app instances (two workers, or two hosts) see each other's
+in-flight requests, latencies and cool-downs; a dead process's in-flight marks expire; Redis failing
+degrades to this process's state instead of failing requests."""
+from __future__ import annotations
+
+import pytest
+
+from app import llm
+from tests.support.llm_server import llm_providers
+from tests.support.servers import free_port, wait_until
+
+
+def ask(text: str = "hello", max_tokens: int = 4) -> llm.ChatRequest:
+    return llm.ChatRequest(messages=[llm.Message("user", text)], temperature=0, max_tokens=max_tokens)
+
+
+def echo_pair(**fields):
+    return [{"name": "a", "type": "echo", "priority": 1, **fields}, {"name": "b", "type": "echo", "priority": 2}]
+
+
+def status_of(app, name: str) -> dict:
+    with app.app_context():
+        return next(p for p in llm.status()["providers"] if p["name"] == name)
+
+
+@pytest.fixture
+def two_apps(make_app, redis_url, redis_client, echo_kind):
+    def build(**config):
+        return (make_app(REDIS_URL=redis_url, **config), make_app(REDIS_URL=redis_url, **config))
+    return build
+
+
+def test_in_flight_counts_are_shared(two_apps):
+    one, two = two_apps(LLM_PROVIDERS=echo_pair(), LLM_STRATEGY="least_loaded")
+    with one.app_context():
+        held = llm.stream(ask("abc"))
+    assert status_of(two, held.provider)["active_requests"] == 1
+    with two.app_context():
+        assert llm.chat(ask()).provider != held.provider  # the other instance's request counts
+    held.close()
+    assert status_of(two, held.provider)["active_requests"] == 0
+
+
+def test_latency_and_cooldown_are_shared(two_apps):
+    one, two = two_apps(LLM_PROVIDERS=echo_pair(fail_first=99), LLM_FAILURE_THRESHOLD=1,
+                        LLM_COOLDOWN_SECONDS=300)
+    with one.app_context():
+        result = llm.chat(ask())
+    assert result.provider == "b"
+    seen = status_of(two, "a")
+    assert seen["available"] is False and seen["cooldown_until"]
+    assert status_of(two, "b")["avg_latency_ms"] is not None
+    with two.app_context():
+        skipped = llm.chat(ask())
+        assert [(a.provider, a.outcome) for a in skipped.attempts] == [("a", "skipped"), ("b", "ok")]
+        assert llm.router().by_name["a"].calls == 0  # this instance never called it: the breaker was shared
+
+
+def test_only_one_instance_probes_after_the_cooldown(two_apps):
+    one, two = two_apps(LLM_PROVIDERS=echo_pair(), LLM_FAILURE_THRESHOLD=1, LLM_COOLDOWN_SECONDS=0)
+    with one.app_context():
+        state = llm.router().state
+        state.record_failure("a", 1, 0)
+        assert state.admit("a", 30) == "probe"
+    with two.app_context():
+        assert llm.router().state.admit("a", 30) == "open"  # the probe is in flight elsewhere
+        llm.router().state.record_success("a")
+        assert llm.router().state.admit("a", 30) == "closed"
+
+
+def test_in_flight_marks_of_a_dead_process_expire(two_apps):
+    one, two = two_apps(LLM_PROVIDERS=echo_pair())
+    with one.app_context():
+        redis_state = llm.router().state.redis
+        redis_state.begin("a", 0.2)  # never ended: its process "died" mid-request
+        assert status_of(two, "a")["active_requests"] == 1
+    wait_until(lambda: status_of(two, "a")["active_requests"] == 0, timeout=10, message="lease expiry")
+
+
+def test_redis_down_falls_back_to_local_state(make_app, echo_kind):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", LLM_PROVIDERS=echo_pair(fail_first=1),
+                   LLM_FAILURE_THRESHOLD=1, LLM_COOLDOWN_SECONDS=300, LLM_STRATEGY="least_loaded")
+    with app.app_context():
+        result = llm.chat(ask())
+        assert result.provider == "b"
+        assert llm.router().state.backend == "memory"
+        status = {p["name"]: p for p in llm.status()["providers"]}
+        assert status["a"]["available"] is False and status["b"]["avg_latency_ms"] is not None
+        held = llm.stream(ask())
+        assert status_of(app, held.provider)["active_requests"] == 1
+        held.close()
+        assert status_of(app, held.provider)["active_requests"] == 0
+
+
+@pytest.mark.xdist_group("llm")
+@pytest.mark.slow
+def test_least_loaded_across_instances_with_real_upstreams(make_app, redis_url, redis_client, llm_upstreams):
+    first, second = llm_upstreams
+    config = {"REDIS_URL": redis_url, "LLM_PROVIDERS": llm_providers(first, second), "LLM_STRATEGY": "least_loaded"}
+    one, two = make_app(**config), make_app(**config)
+    with one.app_context():
+        busy = llm.stream(ask("Tell me a story.", max_tokens=32))
+    try:
+        with two.app_context():
+            assert llm.chat(ask(max_tokens=2)).provider != busy.provider
+            assert next(p for p in llm.status()["providers"] if p["name"] == busy.provider)["active_requests"] == 1
+    finally:
+        busy.close()
+    with two.app_context():
+        assert [p["active_requests"] for p in llm.status()["providers"]] == [0, 0]
+        assert all(p["avg_latency_ms"] for p in llm.status()["providers"])  # both measured, by either instance
