@@ -14,7 +14,7 @@ from .extensions import cors
 
 CSP = {"default-src": "'self'", "frame-ancestors": "'none'", "base-uri": "'none'", "form-action": "'self'"}
 EXPOSED_HEADERS = ["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
-                   "Retry-After", "Server-Timing", "ETag", "X-LunaOS-Attempts"]
+                   "Retry-After", "Server-Timing", "ETag", "X-LLM-Provider", "X-LLM-Attempts"]
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "Last-Event-ID",
                    "If-None-Match", "X-Vault-MFA-Code"]
 CROSS_ORIGIN_HEADERS = {

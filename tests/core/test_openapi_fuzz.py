@@ -30,8 +30,9 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from app import create_app, openapi
+from app import create_app, llm, openapi
 from tests.conftest import _clean, base_config
+from tests.core.llm.echo import EchoProvider
 
 pytestmark = pytest.mark.slow
 
@@ -99,8 +100,12 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def fuzz_app(schema, worker):
     """One app for the whole fuzz (building one per operation would dominate the run)."""
     # Limits raised, not disabled: the limiter stays in the request path but never answers 429 here.
+    # A provider that answers at once, so the AI routes are fuzzed through their success paths too
+    # (a real model would spend seconds per generated request).
+    llm.register_kind("echo", EchoProvider, replace=True)
     app = create_app({**base_config(schema, worker), "RATELIMIT_ANONYMOUS": UNLIMITED,
-                      "RATELIMIT_TIERS": {"free": UNLIMITED, "pro": UNLIMITED, "team": UNLIMITED}})
+                      "RATELIMIT_TIERS": {"free": UNLIMITED, "pro": UNLIMITED, "team": UNLIMITED},
+                      "LLM_PROVIDERS": [{"name": "echo", "type": "echo", "models": ["echo-1"]}]})
     from app.security import Principal, register_resolver
 
     everything = Principal(kind="user", id="usr_fuzz", user_id="usr_fuzz", role="admin", tier="team",

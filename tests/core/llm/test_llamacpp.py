@@ -25,7 +25,7 @@ def ask(text: str = "Say hello.", max_tokens: int = 6) -> llm.ChatRequest:
 
 
 def test_offline_default_when_nothing_is_configured(make_app):
-    app = make_app()  # LLM_OFFLINE is true by default
+    app = make_app(LLM_OFFLINE=True)  # the default (the suite turns it off in base_config)
     with app.app_context():
         [status] = llm.status()["providers"]
         assert (status["name"], status["kind"], status["models"]) == ("offline", "llamacpp", ["smollm2"])
