@@ -1,4 +1,4 @@
-"""Core admin commands: `flask plugins list|check`."""
+"""Core admin commands: `flask plugins list|check`, `flask seed`."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from .plugins import iter_statuses
+from .plugins import active, iter_statuses
 
 plugins_cli = AppGroup("plugins", help="Inspect installed plugins.")
 
@@ -41,5 +41,22 @@ def check_plugins() -> None:
     click.echo("all selected plugins loaded")
 
 
+@click.command("seed")
+def seed_command() -> None:
+    """Create or refresh every plugin's built-in data (safe to run again)."""
+    seeded = 0
+    for plugin in active(current_app):
+        if plugin.seed is None:
+            continue
+        summary = plugin.seed()
+        seeded += 1
+        if isinstance(summary, dict):  # counts, e.g. {"created": 2, "unchanged": 8}
+            summary = ", ".join(f"{value} {name}" for name, value in summary.items())
+        click.echo(f"{plugin.name}: {summary if summary is not None else 'done'}")
+    if not seeded:
+        click.echo("no active plugin has built-in data")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(plugins_cli)
+    app.cli.add_command(seed_command)

@@ -47,6 +47,7 @@ class Plugin:
     secrets: tuple[str, ...] = ()  # config keys refused in production when weak or missing
     init_app: Callable[[Flask], None] | None = None
     health: Callable[[], Any] | None = None  # -> "ok" | {"status": ..., "required": bool, ...}
+    seed: Callable[[], Any] | None = None  # idempotent built-in data for `flask seed`; returns a summary
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -1,0 +1,67 @@
+"""HTTP routes of executions: status, the event log as SSE (replay, then follow), cancellation."""
+import marshmallow as ma
+from flask import request
+from flask.views import MethodView
+
+from app.http import Blueprint
+from app.security import authenticated_principal, require
+
+from . import executions
+from .api import SSE_DOC
+from .run_schemas import ExecutionListArgs, ExecutionSchema
+
+blp = Blueprint("executions", __name__, url_prefix="/v1/executions",
+                description="Runs of agents, chains and flows: status, steps, output, usage and their events.")
+
+
+class EventArgs(ma.Schema):
+    after = ma.fields.Integer(load_default=None, validate=ma.validate.Range(min=0),
+                              metadata={"description": "Replay events after this sequence number (like the "
+                                                       "Last-Event-ID header, which wins when both are given)."})
+
+
+@blp.route("")
+class Executions(MethodView):
+    @require("agents:read")
+    @blp.arguments(ExecutionListArgs, location="query")
+    @blp.paginated(ExecutionSchema)
+    def get(self, args):
+        """Your executions, newest first"""
+        return executions.list_executions(authenticated_principal().user_id, **args)
+
+
+@blp.route("/<execution_id>")
+class ExecutionItem(MethodView):
+    @require("agents:read")
+    @blp.response(200, ExecutionSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, execution_id):
+        """Status, steps, output, usage and error of one execution"""
+        return executions.owned(authenticated_principal().user_id, execution_id)
+
+
+@blp.route("/<execution_id>/events")
+class ExecutionEvents(MethodView):
+    @require("agents:read")
+    @blp.arguments(EventArgs, location="query")
+    @blp.doc(responses={200: {
+        "description": "Server-sent events: every stored event of the execution from the start (or after "
+                       "`Last-Event-ID`), then live ones; the stream ends after `done` or `error`. Event ids are "
+                       "the execution's sequence numbers 1, 2, 3, ...", **SSE_DOC}})
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, args, execution_id):
+        """Replay an execution's events, then follow it until it ends"""
+        executions.owned(authenticated_principal().user_id, execution_id)
+        last = request.headers.get("Last-Event-ID") or (str(args["after"]) if args["after"] is not None else "0")
+        return executions.event_stream(execution_id, last_event_id=last)
+
+
+@blp.route("/<execution_id>/cancel")
+class ExecutionCancel(MethodView):
+    @require("agents:write")
+    @blp.response(200, ExecutionSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT", description="The execution has already finished.")
+    def post(self, execution_id):
+        """Cancel an execution: a queued one at once, a running one at its next token or step"""
+        return executions.cancel(authenticated_principal().user_id, execution_id)
