@@ -15,20 +15,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from ...config import ConfigError
 from ..base import Provider
 from ..types import ChatRequest, ChatResult, Message, ProviderError, StreamChunk, Usage
-from . import finish_reason, status_error
+from . import ListedModels, finish_reason, status_error
 
 log = logging.getLogger("lunaos.llm")
 ANTHROPIC_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
 OPENING_TURN = "(The conversation begins.)"
-MODELS_CACHE_SECONDS = 60.0
 
 
 def wire_messages(messages: list[Message]) -> tuple[str | None, list[dict[str, str]]]:
@@ -49,7 +47,7 @@ def wire_messages(messages: list[Message]) -> tuple[str | None, list[dict[str, s
     return (system or None), turns
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(ListedModels, Provider):
     kind = "anthropic"
     extra_settings = frozenset({"max_tokens", "headers"})
 
@@ -171,27 +169,6 @@ class AnthropicProvider(Provider):
         else:
             usage = Usage(prompt_tokens, completion_tokens)
         yield StreamChunk(finish_reason=finish_reason(reason), usage=usage)
-
-    def list_models(self) -> list[str]:
-        if self.models:
-            return list(self.models)
-        now = time.monotonic()
-        if self._listed is not None and now - self._listed[0] < MODELS_CACHE_SECONDS:
-            return list(self._listed[1])
-        try:
-            listed = sorted(m.id for m in self.client().models.list(timeout=min(self.timeout, 5.0)))
-        except Exception as error:  # noqa: BLE001 - an unreachable API lists nothing
-            log.info("llm provider %s: listing models failed: %s", self.name, type(error).__name__)
-            listed = []
-        self._listed = (now, listed)
-        return list(listed)
-
-    @property
-    def default_model(self) -> str | None:
-        if self.models:
-            return self.models[0]
-        listed = self.list_models()
-        return listed[0] if listed else None
 
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():

@@ -10,18 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from ...config import ConfigError
 from ..base import Provider
 from ..types import ChatRequest, ChatResult, Message, ProviderError, StreamChunk, Usage
-from . import finish_reason, status_error
+from . import ListedModels, finish_reason, status_error
 
 log = logging.getLogger("lunaos.llm")
 OPENAI_URL = "https://api.openai.com/v1"
-MODELS_CACHE_SECONDS = 60.0
 
 
 def wire_messages(messages: list[Message]) -> list[dict[str, str]]:
@@ -30,7 +28,7 @@ def wire_messages(messages: list[Message]) -> list[dict[str, str]]:
             else {"role": m.role, "content": m.content} for m in messages]
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(ListedModels, Provider):
     kind = "openai"
     extra_settings = frozenset({"organization", "headers"})
 
@@ -157,27 +155,6 @@ class OpenAIProvider(Provider):
 
     def _estimate(self, request: ChatRequest, completion: str) -> Usage:
         return Usage(self.count_prompt_tokens(request.messages), self.count_tokens(completion), estimated=True)
-
-    def list_models(self) -> list[str]:
-        if self.models:
-            return list(self.models)
-        now = time.monotonic()
-        if self._listed is not None and now - self._listed[0] < MODELS_CACHE_SECONDS:
-            return list(self._listed[1])
-        try:
-            listed = sorted(m.id for m in self.client().models.list(timeout=min(self.timeout, 5.0)))
-        except Exception as error:  # noqa: BLE001 - an unreachable server lists nothing
-            log.info("llm provider %s: listing models failed: %s", self.name, type(error).__name__)
-            listed = []
-        self._listed = (now, listed)
-        return list(listed)
-
-    @property
-    def default_model(self) -> str | None:
-        if self.models:
-            return self.models[0]
-        listed = self.list_models()
-        return listed[0] if listed else None
 
     def health(self) -> dict[str, Any]:
         try:

@@ -195,3 +195,13 @@ def test_cli_status_check_and_usage(make_app, llm_upstreams):
         llm.record_usage(user_id="usr_cli", key_id=None, provider=first.name, model="smollm2", usage=llm.Usage(3, 2))
     usage = json.loads(runner.invoke(args=["llm", "usage", "usr_cli"]).output)
     assert [(u["requests"], u["total_tokens"]) for u in usage] == [(1, 5)]
+
+
+def test_a_provider_without_a_model_list_serves_what_its_server_lists(make_app, llm_upstream):
+    [entry] = llm_providers(llm_upstream)
+    entry.pop("models")
+    app = make_app(LLM_PROVIDERS=[entry])
+    with app.app_context():
+        assert [(m["id"], m["provider"]) for m in llm.models()] == [(llm_upstream.model, llm_upstream.name)]
+        result = llm.chat(ask())  # no model named: the first one the server lists
+        assert result.provider == llm_upstream.name and result.content.strip()
