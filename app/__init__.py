@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import Flask
 
-from . import (cli, config, core_api, database, errors, events, health, http_security, invalidation, llm,
-               observability, openapi, plugins, ratelimit, redis_client, security, sse, tasks)
+from . import (cli, config, core_api, database, errors, events, health, http_security, idempotency, invalidation,
+               llm, observability, openapi, plugins, ratelimit, redis_client, security, sse, tasks)
 from .application import LunaFlask
 from .extensions import jwt
 
@@ -40,6 +40,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
     ratelimit.init_app(app)
     openapi.init_app(app)
+    idempotency.init_app(app)  # after ratelimit: a request refused for its rate claims no key
     events.init_app(app)
     health.init_app(app)
     sse.init_app(app)

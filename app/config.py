@@ -69,6 +69,11 @@ class Defaults:
     JOBS_CANCEL_CHECK_SECONDS = 1.0  # min seconds between the database reads of ctx.cancelled()
     SSE_HEARTBEAT_SECONDS = 15.0
     REDIS_KEY_PREFIX = "lunaos:"
+    # POST + Idempotency-Key (app/idempotency.py): how long an answer is replayed, how long a running
+    # first request holds its key (a crashed worker's claim lapses then), the largest answer stored.
+    IDEMPOTENCY_TTL = 86400
+    IDEMPOTENCY_LOCK_SECONDS = 300
+    IDEMPOTENCY_MAX_RESPONSE_BYTES = 1024 * 1024
     # Language model providers (app/llm). LLM_PROVIDERS: JSON list of {name, type, base_url, api_key,
     # models, priority, timeout, context_window}; empty: OPENAI_API_KEY / ANTHROPIC_API_KEY, else offline.
     LLM_PROVIDERS: list | str | None = None  # a JSON string is decoded (and checked) by app/llm/config.py

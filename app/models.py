@@ -48,3 +48,23 @@ class Base(DeclarativeBase):
 class TimestampMixin:
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class IdempotencyRecord(Base):
+    """One `Idempotency-Key` of one caller on one route, when Redis is not configured (app/idempotency.py).
+
+    `id` is an HMAC of (caller, method, path, key) and `response` is sealed with a key derived
+    from the same material, so neither the client's keys nor the stored answers (which may hold
+    a new API key's secret or a session's tokens) can be read from the table alone.
+    """
+
+    __tablename__ = "idempotency_records"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))  # HMAC of the query string and body
+    token: Mapped[str] = mapped_column(sa.String(32))  # the request that holds (or held) the key
+    status: Mapped[int | None] = mapped_column(sa.Integer)  # None: the first request is still running
+    response: Mapped[bytes | None] = mapped_column(sa.LargeBinary)  # sealed headers and body
+    locked_until: Mapped[datetime | None] = mapped_column()  # a running request's claim lapses then
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

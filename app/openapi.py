@@ -7,6 +7,7 @@ import marshmallow as ma
 from flask import Blueprint as FlaskBlueprint, Flask, Response, abort, current_app, send_from_directory
 from flask_smorest import Api as SmorestApi
 
+from . import idempotency
 from .security import SECURITY_SCHEMES
 
 SWAGGER_FILES = {"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
@@ -99,7 +100,7 @@ def init_app(app: Flask) -> None:
         "components": {"securitySchemes": SECURITY_SCHEMES},
         "servers": [{"url": "/"}],
     })
-    smorest = Api(app)
+    smorest = Api(app, spec_kwargs={"extra_plugins": [idempotency.SpecPlugin(app)]})
     app.extensions["lunaos.api"] = smorest
     app.register_blueprint(_docs_blueprint())
 
