@@ -32,11 +32,16 @@ plugin = Plugin(
     config={
         "AGENTS_MAX_TOKENS": 1024,  # default answer budget when neither the request nor the agent sets one
         "AGENTS_MAX_TOKENS_LIMIT": 4096,  # no request, agent or node gets more per answer
-        "AGENTS_EXECUTION_TIMEOUT": 600,  # seconds an execution (its job) may run
+        "AGENTS_EXECUTION_TIMEOUT": 600,  # seconds one job of an execution may run (a paused flow resumes in a new one)
         "AGENTS_SYNC_WAIT_SECONDS": 300.0,  # `stream: false` waits this long, then answers 202
         "AGENTS_FIRST_EVENT_WAIT_SECONDS": 120.0,  # a stream waits this long for the first token before answering
         "AGENTS_TOKEN_BATCH_SECONDS": 0.05,  # token deltas within this window become one stored event
         "AGENTS_HISTORY_MAX_MESSAGES": 200,  # most recent messages considered when fitting a conversation
         "AGENTS_FLOW_MAX_NODES": 100,
+        "AGENTS_FLOW_MAX_STEPS": 500,  # node attempts (retries included) per flow execution, then FLOW_STEP_LIMIT
+        # seconds a flow execution may run, summed over its segments (waiting for input is not counted), then
+        # timed_out; each segment is one job, also bounded by AGENTS_EXECUTION_TIMEOUT
+        "AGENTS_FLOW_MAX_SECONDS": 600.0,
+        "AGENTS_FLOW_CONCURRENCY": 4,  # nodes of one flow execution that may run at the same time
     },
 )

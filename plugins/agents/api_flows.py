@@ -13,11 +13,12 @@ from .run_schemas import (ExecutionSchema, FlowCreateSchema, FlowExecuteSchema, 
                           FlowUpdateSchema, FlowVersionSchema, NodeTypeSchema)
 
 blp = Blueprint("agent_flows", __name__, url_prefix="/v1/agents/flows",
-                description="Flows: graphs of input, llm, agent, rag_search, condition and output nodes.")
+                description="Flows: graphs of input, llm, agent, rag_search, condition, human_input and output "
+                            "nodes, versioned on every change of the graph; each run is pinned to one version.")
 
 INVALID_GRAPH = ("Not a runnable graph: unknown node type, dangling or duplicate edge, cycle, not exactly one input, "
-                 "no output, unreachable node, missing node config. `details.fields` says where, `details.nodes` "
-                 "names the nodes.")
+                 "no output, unreachable node, missing node config, on_error 'branch' without an 'error' edge or an "
+                 "'error' edge from a node without it. `details.fields` says where, `details.nodes` names the nodes.")
 
 
 @blp.route("")
@@ -91,10 +92,13 @@ class FlowExecute(MethodView):
     @require("agents:write")
     @limit_group(AI_GROUP)
     @blp.arguments(FlowExecuteSchema)
-    @blp.response(200, ExecutionSchema, description="`stream: false`: the finished execution. With `stream: "
-                  "true`: server-sent events `start`, then per node `step` {index, node_id, type, status: "
-                  "started | finished | skipped | failed, output}, `token` {delta, step, node_id} from model "
-                  "nodes, then `done` {output, usage} or `error` {code, message}.")
+    @blp.response(200, ExecutionSchema, description="`stream: false`: the finished execution, or the one "
+                  "waiting for input (status waiting_input). With `stream: true`: server-sent events `start`, then "
+                  "per node `step` {index, node_id, type, status: started | finished | skipped | failed | retrying "
+                  "| waiting, output, error, attempts}, `token` {delta, step, node_id} from model nodes, then "
+                  "`done` {output, usage}, `error` {code, message} or `waiting_input` {node_id, prompt, pause}. "
+                  "Independent branches run at the same time (AGENTS_FLOW_CONCURRENCY): events of different "
+                  "nodes may interleave; each names its node.")
     @blp.doc(responses={200: SSE_DOC})
     @blp.alt_response(202, schema=ExecutionSchema, description="`stream: false`: still running; follow it by id.")
     @blp.alt_response(404, response="NOT_FOUND")

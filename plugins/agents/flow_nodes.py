@@ -15,7 +15,7 @@ from app import retrieval
 from . import conditions, prompting, service
 
 MAX_TEMPLATE = 20_000
-ON_ERROR = ("fail", "continue")
+ON_ERROR = ("fail", "continue", "branch")
 
 
 @dataclass
@@ -35,6 +35,11 @@ class NodeScope:
     index: int
     previous: str
     outputs: dict[str, str]  # node id -> output, for {nodes.ID} placeholders
+    should_stop: Callable[[], bool] | None = None  # true once this attempt must end (cancel, timeout, limits)
+    reply: Any = None  # human_input: what `POST /v1/executions/{id}/resume` supplied
+
+    def stopping(self) -> bool:
+        return self.should_stop() if self.should_stop is not None else self.run.stop_requested()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -52,6 +57,7 @@ class NodeKind:
     check: Callable[[dict[str, Any], str], list[str]]  # (config, owner_id) -> problems
     run: Callable[[NodeScope], NodeResult]
     retryable: bool = False  # its failures may be transient (a model, a search): max_retries applies
+    pauses: bool = False  # waits for a person: the run pauses until it is resumed with the node's input
 
 
 NODE_KINDS: dict[str, NodeKind] = {}
@@ -136,6 +142,10 @@ def _check_output(config: dict[str, Any], owner_id: str) -> list[str]:
     return _template(config, "template", False)
 
 
+def _check_human_input(config: dict[str, Any], owner_id: str) -> list[str]:
+    return _template(config, "prompt", True) + _check_input(config, owner_id)
+
+
 # --- running ----------------------------------------------------------------------------------
 
 def _run_input(scope: NodeScope) -> NodeResult:
@@ -151,7 +161,7 @@ def _run_llm(scope: NodeScope) -> NodeResult:
     config = scope.config
     system = scope.render(config["system"]) if config.get("system") else None
     result = scope.run.generate(system, scope.render(config["prompt"]), scope.run.settings(None, config),
-                                step=scope.index, node_id=scope.node["id"])
+                                should_stop=scope.stopping, step=scope.index, node_id=scope.node["id"])
     return NodeResult(text=result.text, usage=result.usage, details={"model": result.model})
 
 
@@ -162,7 +172,7 @@ def _run_agent(scope: NodeScope) -> NodeResult:
         raise LookupError(f"the agent {config['agent']!r} no longer exists")
     user = scope.render(config.get("prompt") or "{previous}")
     result = scope.run.generate(prompting.system_prompt(agent), user, scope.run.settings(agent, config),
-                                step=scope.index, node_id=scope.node["id"])
+                                should_stop=scope.stopping, step=scope.index, node_id=scope.node["id"])
     return NodeResult(text=result.text, usage=result.usage, details={"model": result.model, "agent": agent.public_id})
 
 
@@ -190,6 +200,20 @@ def _run_output(scope: NodeScope) -> NodeResult:
     return NodeResult(text=scope.render(scope.config.get("template") or "{previous}"))
 
 
+def human_prompt(scope: NodeScope) -> str:
+    return scope.render(scope.config["prompt"])
+
+
+def _run_human_input(scope: NodeScope) -> NodeResult:
+    """The person's input is the output (config.field picks a field of an object, like the input node's)."""
+    value = scope.reply
+    if isinstance(value, dict):
+        wanted = scope.config.get("field") or ("message" if "message" in value else None)
+        if wanted is not None and wanted in value:
+            value = value[wanted]
+    return NodeResult(text=prompting.as_text(value))
+
+
 for _kind in (
     NodeKind("input", "Where the flow starts: the execution's input (config.field picks a field of an object).",
              _check_input, _run_input),
@@ -202,5 +226,8 @@ for _kind in (
     NodeKind("condition", "Tests the previous output (config.operator, value); follow edges labelled true/false.",
              _check_condition, _run_condition),
     NodeKind("output", "A result of the flow: config.template (default {previous}).", _check_output, _run_output),
+    NodeKind("human_input", "Pauses the run (status waiting_input) and shows config.prompt (template) until POST "
+             "/v1/executions/{id}/resume gives the input, which becomes this node's output (config.field picks a "
+             "field of an object).", _check_human_input, _run_human_input, pauses=True),
 ):
     register_node_kind(_kind)

@@ -17,6 +17,7 @@ from .flow_nodes import NODE_KINDS
 from .models import Flow, FlowVersion
 
 BRANCH_LABELS = ("true", "false")
+ERROR_LABEL = "error"  # edges followed when their source (a node with on_error "branch") fails
 
 
 class GraphErrors:
@@ -101,7 +102,11 @@ def validate(owner_id: str, nodes: list[dict[str, Any]], edges: list[dict[str, A
             errors.add(f"edges.{index}", f"Duplicate edge {source!r} -> {target!r}.", source, target)
             continue
         seen_edges.add(key)
-        if by_id[source]["type"] == "condition" and edge.get("label") not in BRANCH_LABELS:
+        error_edge = edge.get("label") == ERROR_LABEL
+        if error_edge and by_id[source].get("on_error") != "branch":
+            errors.add(f"edges.{index}.label", f"Edge {source!r} -> {target!r} is labelled 'error' but node "
+                                               f"{source!r} does not set on_error 'branch'.", source)
+        elif by_id[source]["type"] == "condition" and not error_edge and edge.get("label") not in BRANCH_LABELS:
             errors.add(f"edges.{index}.label", f"Edges leaving condition node {source!r} must be labelled "
                                                "'true' or 'false'.", source)
         if by_id[target]["type"] == "input":
@@ -111,8 +116,14 @@ def validate(owner_id: str, nodes: list[dict[str, Any]], edges: list[dict[str, A
         outgoing[source].append(edge)
         incoming[target].append(edge)
     for node_id in by_type["condition"]:
-        if not outgoing[node_id]:
+        if not [e for e in outgoing[node_id] if e.get("label") != ERROR_LABEL]:
             errors.add("edges", f"Condition node {node_id!r} has no outgoing 'true' or 'false' edge.", node_id)
+    for index, node in enumerate(nodes):
+        if node.get("on_error") == "branch" and by_id.get(node["id"]) is node and not any(
+                e.get("label") == ERROR_LABEL for e in outgoing[node["id"]]):
+            errors.add(f"nodes.{index}.on_error", f"{_label(node)}: on_error 'branch' needs an outgoing edge "
+                                                  "labelled 'error' (where the run goes when the node fails).",
+                       node["id"])
     errors.raise_if_any()
 
     order = _topological(list(by_id), outgoing)

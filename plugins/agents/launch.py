@@ -46,6 +46,8 @@ def start(principal: Principal, *, stream: bool, **fields: Any) -> Response | tu
     execution = db.session.get(Execution, execution_id, populate_existing=True)
     if execution is None:  # its owner was deleted meanwhile
         raise NotFound("No such execution.")
+    if execution.status == executions.WAITING_INPUT:  # as settled as it gets until someone answers
+        return execution, 200
     if execution.status not in executions.FINISHED:
         return execution, 202
     error = execution.error or {}

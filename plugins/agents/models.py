@@ -104,8 +104,18 @@ class Execution(TimestampMixin, db.Model):
     provider: Mapped[str | None] = mapped_column(sa.String(100))
     job_id: Mapped[str | None] = mapped_column(sa.String(40))
     last_seq: Mapped[int] = mapped_column(default=0)  # sequence number of the newest event
+    # Flows: what a paused run continues from (outputs, settled nodes, human inputs, counters); see flow_runner.
+    state: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+
+    @property
+    def waiting(self) -> dict[str, Any] | None:
+        """What a `waiting_input` execution asks for: {node_id, prompt}."""
+        if self.status != "waiting_input":
+            return None
+        waiting = (self.state or {}).get("waiting") or {}
+        return {"node_id": waiting.get("node_id"), "prompt": waiting.get("prompt", "")} if waiting else None
 
     @property
     def usage_totals(self) -> dict[str, int]:
@@ -122,6 +132,32 @@ class ExecutionEvent(db.Model):
     event: Mapped[str] = mapped_column(sa.String(32))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NodeRun(db.Model):
+    """One run of one flow node in one execution (all its attempts): what it got, gave, cost and took."""
+
+    __tablename__ = "agent_node_runs"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("nrn"))
+    execution_id: Mapped[str] = mapped_column(sa.ForeignKey("agent_executions.id", ondelete="CASCADE"), index=True)
+    node_id: Mapped[str] = mapped_column(sa.String(64))
+    node_type: Mapped[str] = mapped_column(sa.String(40))
+    index: Mapped[int] = mapped_column()  # the node's position in the flow's topological order
+    status: Mapped[str] = mapped_column(sa.String(16))  # running|waiting|succeeded|failed|cancelled
+    attempts: Mapped[int] = mapped_column(default=0)
+    input: Mapped[str | None] = mapped_column(sa.Text)  # truncated, like every text here
+    output: Mapped[str | None] = mapped_column(sa.Text)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    usage: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    duration_ms: Mapped[int | None] = mapped_column()
+
+    @property
+    def usage_totals(self) -> dict[str, int]:
+        usage = self.usage or {}
+        return {name: int(usage.get(name, 0)) for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 
 class Chain(TimestampMixin, db.Model):

@@ -11,12 +11,15 @@ from .flow_nodes import ON_ERROR
 from .schemas import MAX_PROMPT, MAX_TEXT, ModelOptionsSchema, TokenUsageSchema
 
 MAX_CHAIN_STEPS = 20
+NODE_RUN_STATUSES = ("running", "waiting", "succeeded", "failed", "cancelled")
 MAX_INPUT_BYTES = 200_000
 FLOW_STATUSES = ("draft", "active", "archived")
 _NODE_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Use 1-64 letters, digits, '-' or '_'.")
 _STREAM_DOC = ("Server-sent events (default): `start` {execution_id}, `step` (chains and flows), `token` "
-               "{delta}, then `done` {output, usage} or `error` {code, message}. false: wait and return the "
-               "finished execution (202 with the execution if it is still running after AGENTS_SYNC_WAIT_SECONDS).")
+               "{delta}, then `done` {output, usage} or `error` {code, message} (a flow that reaches a human_input "
+               "node: `waiting_input` {node_id, prompt, pause}, then the stream ends). false: wait and return the "
+               "finished execution, or the one waiting for input (status waiting_input); 202 with the execution "
+               "if it is still running after AGENTS_SYNC_WAIT_SECONDS.")
 
 
 def _json_size(value: object) -> None:
@@ -49,18 +52,30 @@ class ExecuteSchema(ModelOptionsSchema):
     stream = ma.fields.Boolean(load_default=True, metadata={"description": _STREAM_DOC})
 
 
+class WaitingSchema(ma.Schema):
+    node_id = ma.fields.String(required=True)
+    prompt = ma.fields.String(required=True, metadata={"description": "The node's config.prompt, filled in."})
+
+
 class ExecutionSchema(ma.Schema):
     id = ma.fields.String(required=True, metadata={"example": "exe_01hx0c7k3m5r8v2w4y6z8a0b1c"})
     kind = ma.fields.String(required=True, validate=validate.OneOf(KINDS))
     target_id = ma.fields.String(required=True, metadata={"description": "The agent, chain or flow that ran."})
     target_name = ma.fields.String(required=True)
     flow_version = ma.fields.Integer(required=True, allow_none=True)
-    status = ma.fields.String(required=True, validate=validate.OneOf(STATUSES))
+    status = ma.fields.String(required=True, validate=validate.OneOf(STATUSES),
+                              metadata={"description": "queued, running, waiting_input (a flow paused in a "
+                                                       "human_input node, see `waiting`), then succeeded, failed, "
+                                                       "cancelled or timed_out."})
     input = ma.fields.Raw(required=True)
     context = ma.fields.Dict(required=True)
     output = ma.fields.String(required=True, allow_none=True)
     error = ma.fields.Dict(required=True, allow_none=True, metadata={"description": "{code, message, ...}"})
     usage = ma.fields.Nested(TokenUsageSchema, required=True, attribute="usage_totals")
+    waiting = ma.fields.Nested(WaitingSchema, required=True, allow_none=True,
+                               metadata={"description": "Status waiting_input: the human_input node that waits "
+                                                        "and its prompt; resume with POST "
+                                                        "/v1/executions/{id}/resume. Otherwise null."})
     steps = ma.fields.List(ma.fields.Dict(), required=True,
                            metadata={"description": "One record per chain step or flow node: status, output "
                                                     "(truncated), usage, error, timing."})
@@ -71,6 +86,36 @@ class ExecutionSchema(ma.Schema):
     created_at = Timestamp(required=True)
     started_at = Timestamp(required=True, allow_none=True)
     finished_at = Timestamp(required=True, allow_none=True)
+
+
+class ResumeSchema(ma.Schema):
+    input = ma.fields.Raw(required=True, validate=_text_or_object,
+                          metadata={"description": "What the person answers: text, or an object (the human_input "
+                                                   "node's config.field, else its `message`, is used). It becomes "
+                                                   "the node's output.", "example": "Approved, ship it."})
+
+
+class NodeRunSchema(ma.Schema):
+    id = ma.fields.String(required=True, metadata={"example": "nrn_01hx0c7k3m5r8v2w4y6z8a0b1c"})
+    node_id = ma.fields.String(required=True)
+    type = ma.fields.String(required=True, attribute="node_type")
+    index = ma.fields.Integer(required=True, metadata={"description": "The node's position in the flow's "
+                                                                      "topological order (as in `steps`)."})
+    status = ma.fields.String(required=True, validate=validate.OneOf(NODE_RUN_STATUSES),
+                              metadata={"description": "failed with on_error continue or branch: the run went "
+                                                       "on; waiting: a human_input node waiting for its input."})
+    attempts = ma.fields.Integer(required=True, metadata={"description": "1 + the retries made."})
+    input = ma.fields.String(required=True, allow_none=True,
+                             metadata={"description": "What the node got ({previous}), truncated."})
+    output = ma.fields.String(required=True, allow_none=True, metadata={"description": "Truncated."})
+    error = ma.fields.String(required=True, allow_none=True, metadata={"description": "CODE: message of the "
+                                                                                      "last failed attempt."})
+    usage = ma.fields.Nested(TokenUsageSchema, required=True, attribute="usage_totals")
+    started_at = Timestamp(required=True)
+    finished_at = Timestamp(required=True, allow_none=True)
+    duration_ms = ma.fields.Integer(required=True, allow_none=True,
+                                    metadata={"description": "All attempts and backoff; for a human_input node "
+                                                             "the time spent waiting."})
 
 
 class ExecutionListArgs(PageArgs):
@@ -133,16 +178,27 @@ class ChainExecuteSchema(ModelOptionsSchema):
 class NodeSchema(ma.Schema):
     id = ma.fields.String(required=True, validate=_NODE_ID)
     type = ma.fields.String(required=True, validate=validate.Length(min=1, max=40),
-                            metadata={"description": "input, llm, agent, rag_search, condition, output (see "
-                                                     "GET /v1/agents/flows/node-types)."})
+                            metadata={"description": "input, llm, agent, rag_search, condition, output, "
+                                                     "human_input (see GET /v1/agents/flows/node-types)."})
     name = ma.fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     config = ma.fields.Dict(keys=ma.fields.String(), load_default=dict)
     position = ma.fields.Dict(load_default=None, allow_none=True, metadata={"description": "Editor layout, kept."})
     max_retries = ma.fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=5),
-                                    metadata={"description": "Retries of transient failures (model, search)."})
+                                    metadata={"description": "Retries of transient failures (model or search "
+                                                             "upstream, NODE_TIMEOUT) of llm, agent and rag_search "
+                                                             "nodes."})
+    backoff = ma.fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, max=30),
+                              metadata={"description": "Seconds before the first retry (default 0.5); doubled for "
+                                                       "each further one, at most 30."})
+    timeout = ma.fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0.05, max=3600),
+                              metadata={"description": "Seconds one attempt may take; past it the attempt fails "
+                                                       "with NODE_TIMEOUT (retried as a transient failure, then "
+                                                       "on_error applies)."})
     on_error = ma.fields.String(load_default=None, allow_none=True, validate=validate.OneOf(ON_ERROR),
                                 metadata={"description": "fail (default): the run fails; continue: `default` "
-                                                         "stands in for the output."})
+                                                         "stands in for the output; branch: the error message is "
+                                                         "the output and the run follows this node's edges "
+                                                         "labelled `error` (it needs one) instead of the others."})
     default = ma.fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_TEXT))
 
 
@@ -151,7 +207,9 @@ class EdgeSchema(ma.Schema):
     source = ma.fields.String(required=True, validate=validate.Length(min=1, max=64))
     target = ma.fields.String(required=True, validate=validate.Length(min=1, max=64))
     label = ma.fields.String(load_default=None, allow_none=True, validate=validate.Length(max=40),
-                             metadata={"description": "'true' or 'false' on edges leaving a condition node."})
+                             metadata={"description": "'true' or 'false' on edges leaving a condition node; "
+                                                      "'error' on edges followed when their source (on_error "
+                                                      "'branch') fails."})
 
     @ma.post_load
     def drop_nulls(self, data: dict, **kwargs: object) -> dict:

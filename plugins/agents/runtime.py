@@ -1,6 +1,12 @@
-"""What a running execution uses: event emission (tokens batched), model calls, step records, stopping."""
+"""What a running execution uses: event emission (tokens batched), model calls, step records, stopping.
+
+A flow may run several nodes at once, each in its own thread (and app context, so its own database
+session). Every write of the run's events, steps and usage takes `lock`: the rows are numbered and
+committed in the order their events are published, whichever thread writes them.
+"""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -33,9 +39,10 @@ class Run:
         self.context: dict[str, Any] = dict(execution.context or {})
         self.options: dict[str, Any] = dict(execution.options or {})
         self.steps: list[dict[str, Any]] = [dict(step) for step in execution.steps or []]
-        self.usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        self.model: str | None = None
-        self.provider: str | None = None
+        self.usage: dict[str, Any] = dict(execution.usage_totals)  # a resumed flow goes on counting
+        self.model: str | None = execution.model
+        self.provider: str | None = execution.provider
+        self.lock = threading.RLock()
         self.tokens_sent = 0  # token events written: an error before the first one is answered as an envelope
         self.default_max_tokens = int(current_app.config["AGENTS_MAX_TOKENS"])
         self._batch = float(current_app.config["AGENTS_TOKEN_BATCH_SECONDS"])
@@ -46,26 +53,29 @@ class Run:
     # --- events ---------------------------------------------------------------------------
 
     def emit(self, event: str, data: dict[str, Any], **values: Any) -> None:
-        self.flush()
-        executions.append(self.app, self.id, event, data, **values)
+        with self.lock:
+            self.flush()
+            executions.append(self.app, self.id, event, data, **values)
 
     def token(self, delta: str, **extra: Any) -> None:
         """Deltas are batched for AGENTS_TOKEN_BATCH_SECONDS (the first goes out at once): one row per batch."""
-        if self._pending and extra != self._pending_extra:
-            self.flush()
-        self._pending.append(delta)
-        self._pending_extra = extra
-        if time.monotonic() - self._last_flush >= self._batch:
-            self.flush()
+        with self.lock:
+            if self._pending and extra != self._pending_extra:
+                self.flush()
+            self._pending.append(delta)
+            self._pending_extra = extra
+            if time.monotonic() - self._last_flush >= self._batch:
+                self.flush()
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        data = {"delta": "".join(self._pending), **self._pending_extra}
-        self._pending = []
-        self._last_flush = time.monotonic()
-        executions.append(self.app, self.id, "token", data)
-        self.tokens_sent += 1
+        with self.lock:
+            if not self._pending:
+                return
+            data = {"delta": "".join(self._pending), **self._pending_extra}
+            self._pending = []
+            self._last_flush = time.monotonic()
+            executions.append(self.app, self.id, "token", data)
+            self.tokens_sent += 1
 
     # --- stopping -------------------------------------------------------------------------
 
@@ -85,36 +95,49 @@ class Run:
         return service.settings(agent, merged, self.default_max_tokens)
 
     def generate(self, system: str | None, user: str, settings: dict[str, Any],
-                 **extra: Any) -> generation.Generation:
+                 should_stop: Any = None, **extra: Any) -> generation.Generation:
+        """One model call; `should_stop` (default: the run's) also silences its token events once true."""
+        stop = should_stop or self.stop_requested
         fitted = prompting.fit(system, [], user, model=settings["model"], max_tokens=settings["max_tokens"])
         result = generation.complete(
             fitted.messages, model=settings["model"], temperature=settings["temperature"],
             max_tokens=fitted.max_tokens, user_id=self.owner_id, key_id=self.key_id,
-            on_delta=lambda delta: self.token(delta, **extra), should_stop=self.stop_requested)
-        self.flush()
-        self.add_usage(result.usage)
-        self.model, self.provider = result.model, result.provider
+            on_delta=lambda delta: None if stop() else self.token(delta, **extra), should_stop=stop)
+        with self.lock:
+            self.flush()
+            self.add_usage(result.usage)
+            self.model, self.provider = result.model, result.provider
         return result
 
     def add_usage(self, usage: llm.Usage) -> None:
-        self.usage = generation.add_usage(self.usage, usage)
+        with self.lock:
+            self.usage = generation.add_usage(self.usage, usage)
 
     # --- step records ---------------------------------------------------------------------
 
-    def step_started(self, index: int, **info: Any) -> None:
-        step = self.steps[index]
-        step.update(status="running", started_at=isoformat(utcnow()), **info)
-        self.emit("step", {"index": index, "status": "started", **self._public(step)}, steps=self.steps)
+    def step_started(self, index: int, *, status: str = "running", **info: Any) -> None:
+        """`status` "waiting": a human_input node now waits for its input (event status `waiting`)."""
+        with self.lock:
+            step = self.steps[index]
+            step.update(status=status, started_at=isoformat(utcnow()), **info)
+            event_status = "started" if status == "running" else status
+            self.emit("step", {"index": index, "status": event_status, **self._public(step)},
+                      steps=self._snapshot())
 
     def step_finished(self, index: int, *, status: str = "succeeded", output: Any = None,
                       usage: llm.Usage | None = None, **info: Any) -> None:
-        step = self.steps[index]
-        step.update(status=status, output=clip(output), finished_at=isoformat(utcnow()), **info)
-        if usage is not None:
-            step["usage"] = usage.as_dict()
-        event_status = "finished" if status == "succeeded" else status
-        self.emit("step", {"index": index, **self._public(step), "status": event_status}, steps=self.steps,
-                  usage=self.usage)
+        with self.lock:
+            step = self.steps[index]
+            step.update(status=status, output=clip(output), finished_at=isoformat(utcnow()), **info)
+            if usage is not None:
+                step["usage"] = usage.as_dict()
+            event_status = "finished" if status == "succeeded" else status
+            self.emit("step", {"index": index, **self._public(step), "status": event_status},
+                      steps=self._snapshot(), usage=dict(self.usage))
+
+    def _snapshot(self) -> list[dict[str, Any]]:
+        # A copy: the JSON column must not see the list change under it (another node may be running).
+        return [dict(step) for step in self.steps]
 
     @staticmethod
     def _public(step: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from app import llm
 from app.errors import ApiError
 from app.extensions import db
 from app.ids import utcnow
+from app.models import UTCDateTime
 from app.tasks import JobCancelled, JobContext, task
 
 from . import chains, executions, flow_runner, generation, prompting, service
@@ -35,7 +36,10 @@ def _runners() -> dict[str, Any]:
 def _claim(execution_id: str) -> Execution | None:
     claimed = db.session.scalar(sa.update(Execution)
                                 .where(Execution.id == execution_id, Execution.status == executions.QUEUED)
-                                .values(status=executions.RUNNING, started_at=utcnow(), updated_at=utcnow())
+                                .values(status=executions.RUNNING, updated_at=utcnow(),
+                                        # a resumed flow keeps the start of its first segment
+                                        started_at=sa.func.coalesce(Execution.started_at,
+                                                                    sa.literal(utcnow(), UTCDateTime())))
                                 .returning(Execution.id))
     db.session.commit()
     return db.session.get(Execution, execution_id) if claimed else None
@@ -58,7 +62,8 @@ def _error(error: BaseException, run: Run) -> tuple[str, dict[str, Any]]:
     if isinstance(error, ApiError):
         data = {"code": error.code, "status": error.status, "message": error.message}
         data.update({k: v for k, v in (error.details or {}).items() if k not in data})
-        return executions.FAILED, data
+        # A flow past AGENTS_FLOW_MAX_SECONDS ends timed out, like a job past its own limit.
+        return (executions.TIMED_OUT if error.code == "TIMED_OUT" else executions.FAILED), data
     if isinstance(error, llm.ProviderError):
         return executions.FAILED, {"code": "LLM_UPSTREAM_ERROR", "status": 502,
                                    "message": f"The model failed while answering: {error}"}
@@ -76,6 +81,8 @@ def run_execution(ctx: JobContext, execution_id: str) -> dict[str, Any]:
     finished = dict(steps=run.steps)
     try:
         output = _runners()[execution.kind](run, execution)
+        if output is flow_runner.PAUSED:  # waiting_input, its state stored: a resume queues the next job
+            return {"execution_id": execution_id, "status": executions.WAITING_INPUT}
         run.flush()
         status, event, data = executions.SUCCEEDED, "done", {"output": output, "usage": run.usage}
         finished.update(output=output, error=None)

@@ -82,3 +82,47 @@ def test_a_client_that_leaves_does_not_stop_the_run(make_app, llm_upstream):
     events = events_of(client.get(f"/v1/executions/{execution_id}/events", headers={
         **bearer(session), "Last-Event-ID": "2"}, buffered=False))
     assert events[0]["id"] == "3" and events[-1]["event"] == "done"
+
+
+@pytest.mark.db
+def test_a_paused_flow_resumes_on_an_rq_worker(make_app, schema, worker, redis_url, redis_client, tmp_path):
+    import threading
+
+    config = {"REDIS_URL": redis_url, "LLM_OFFLINE": False}
+    app = without_retriever(make_app(**config))
+    client = app.test_client()
+    session = signup(client, "pause@example.com")
+    graph = {"name": "sign-off",
+             "nodes": [{"id": "in", "type": "input"},
+                       {"id": "ask", "type": "human_input", "config": {"prompt": "Sign off on {input}?"}},
+                       {"id": "out", "type": "output", "config": {"template": "{input}: {previous}"}}],
+             "edges": [{"source": "in", "target": "ask"}, {"source": "ask", "target": "out"}]}
+    flow = client.post("/v1/agents/flows", json=graph, headers=bearer(session)).get_json()["data"]
+    env = subprocess_env({**base_config(schema, worker), **config})
+    try:
+        with flask_worker(env, tmp_path, burst=False, name=f"{worker}-pause") as process:
+            paused = client.post(f"/v1/agents/flows/{flow['id']}/execute", json={"input": "v2.1", "stream": False},
+                                 headers=bearer(session))
+            assert paused.status_code == 200, process.logs()
+            run = paused.get_json()["data"]
+            assert run["status"] == "waiting_input" and run["waiting"]["prompt"] == "Sign off on v2.1?"
+
+            # A client that follows from the pause waits for the resume, then gets the rest.
+            follow = client.get(f"/v1/executions/{run['id']}/events", buffered=False,
+                                headers={**bearer(session), "Last-Event-ID": str(run["last_event_id"])})
+            rest: list = []
+            reader = threading.Thread(target=lambda: rest.extend(events_of(follow)), daemon=True)
+            reader.start()
+            assert client.post(f"/v1/executions/{run['id']}/resume", json={"input": "approved"},
+                               headers=bearer(session)).status_code == 202
+            reader.join(30)
+            follow.close()
+            assert rest and rest[0]["event"] == "resumed" and rest[-1]["event"] == "done", process.logs()
+            assert rest[-1]["data"]["output"] == "v2.1: approved"
+            done = client.get(f"/v1/executions/{run['id']}", headers=bearer(session)).get_json()["data"]
+            assert done["status"] == "succeeded"
+            nodes = client.get(f"/v1/executions/{run['id']}/nodes", headers=bearer(session)).get_json()
+            assert [(n["node_id"], n["attempts"]) for n in nodes["data"]] == [("in", 1), ("ask", 1), ("out", 1)]
+            assert nodes["pagination"]["total"] == 3
+    finally:
+        forget_rq_state(redis_client, app)
