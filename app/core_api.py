@@ -30,8 +30,7 @@ class Health(MethodView):
     @blp.alt_response(503, schema=HealthSchema, description="A required service is down.")
     def get(self):
         """Health of the database, Redis, queue and plugins (never rate limited)"""
-        body, status = health.report()
-        return body, status
+        return health.response()  # the HealthSchema dump, cached with the report
 
 
 exempt(Health.get)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 from flask import Flask, current_app
+from flask.wrappers import Response
 
 from . import redis_client
 from .extensions import db
@@ -106,7 +107,21 @@ def report() -> tuple[dict[str, Any], int]:
     }
     status_code = 503 if overall == "unhealthy" else 200
     state["cached"] = (time.monotonic(), body, status_code)
+    state["encoded"] = None
     return body, status_code
+
+
+def response() -> Response:
+    """The report as a response; its JSON is encoded once per refresh, not once per probe."""
+    body, status_code = report()
+    state = current_app.extensions["lunaos.health"]
+    encoded = state.get("encoded")
+    if encoded is None or encoded[0] is not body:
+        from .core_schemas import HealthSchema
+
+        encoded = (body, (current_app.json.dumps(HealthSchema().dump(body)) + "\n").encode())
+        state["encoded"] = encoded
+    return current_app.response_class(encoded[1], status=status_code, mimetype="application/json")
 
 
 def init_app(app: Flask) -> None:

@@ -1,16 +1,18 @@
 """Browser-facing security settings in one place: headers (Talisman), CORS, proxies."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from flask.wrappers import Response
 from flask_talisman import Talisman
 from werkzeug.datastructures import Headers
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .extensions import cors
+from .headers import append_trusted, has_header
 
 CSP = {"default-src": "'self'", "frame-ancestors": "'none'", "base-uri": "'none'", "form-action": "'self'"}
 EXPOSED_HEADERS = ["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
@@ -37,6 +39,8 @@ class _ViewHeaders:
     force_https: bool
     nonce: bool  # CSP nonces: the headers differ per request, so stock Talisman builds them
     before_hsts: tuple[tuple[str, str, str], ...]  # (lowercase name, name, value), in Talisman's order
+    plain: tuple[tuple[str, str], ...]  # every constant header, for a response that has none of them
+    names: frozenset[str]  # their lowercase names
 
 
 class _Talisman(Talisman):
@@ -67,8 +71,11 @@ class _Talisman(Talisman):
                 self._set_document_policy_headers(probe, options)
                 self._set_frame_options_headers(probe, options)
                 self._set_content_security_policy_headers(probe, options)
-            view = _ViewHeaders(bool(options["force_https"]), nonce,
-                                tuple((name.lower(), name, value) for name, value in probe.items()))
+            before_hsts = tuple((name.lower(), name, value) for name, value in probe.items())
+            plain = (tuple(CROSS_ORIGIN_HEADERS.items()) + tuple((name, value) for _, name, value in before_hsts)
+                     + (("Referrer-Policy", self.referrer_policy),))
+            view = _ViewHeaders(bool(options["force_https"]), nonce, before_hsts, plain,
+                                frozenset(name.lower() for name, _ in plain))
             self._views[endpoint] = view
         return view
 
@@ -92,14 +99,18 @@ class _Talisman(Talisman):
             return response
         headers = response.headers
         present = {name.lower() for name in headers.keys()}
-        _add_cross_origin(headers, present)
-        for lower, name, value in view.before_hsts:
-            if lower in present:
-                headers[name] = value  # Talisman's value replaces the view's, as stock
-            else:
-                headers.add(name, value)
-        self._set_hsts_headers(headers)
-        self._set_referrer_policy_headers(headers)
+        if present.isdisjoint(view.names):  # the usual case: the view set none of them
+            append_trusted(headers, view.plain)
+        else:
+            _add_cross_origin(headers, present)
+            for lower, name, value in view.before_hsts:
+                if lower in present:
+                    headers[name] = value  # Talisman's value replaces the view's, as stock
+                else:
+                    headers.add(name, value)
+            self._set_referrer_policy_headers(headers)
+        if request.is_secure:  # X-Forwarded-Proto never gets here (see _DropForwardedProto)
+            self._set_hsts_headers(headers)
         return response
 
 
@@ -138,10 +149,6 @@ def init_app(app: Flask) -> None:
         x_content_type_options=True,
     )
     app.extensions["lunaos.talisman"] = talisman
-    # flask-cors works its headers out anew for every response; for simple (non-preflight)
-    # requests they depend only on the Origin, so they are remembered per Origin. flask-cors
-    # skips a response that already carries Access-Control-Allow-Origin.
-    app.after_request(_remember_cors_headers)  # after_request hooks run in reverse: after flask-cors
     cors.init_app(
         app,
         origins=app.config["CORS_ORIGINS"],
@@ -151,35 +158,40 @@ def init_app(app: Flask) -> None:
         max_age=600,
         supports_credentials=False,
     )
-    app.after_request(_cached_cors_headers)  # ...and this one before it
-    app.extensions["lunaos.cors_cache"] = {}
+    # flask-cors works its headers out anew for every response (about a sixth of a small
+    # request's time here). For anything but a preflight they depend only on the Origin, so
+    # its hook is taken back and called once per Origin; preflights still go to it each time.
+    hook = app.after_request_funcs[None].pop()
+    if getattr(hook, "__name__", "") != "cors_after_request":  # pragma: no cover - flask-cors changed
+        raise RuntimeError("flask-cors did not register its after_request hook as expected")
+    app.after_request(_CachedCors(hook, app.response_class))
 
 
-_CORS_PREFIX = "access-control-"
-_CORS_CACHE_SIZE = 256
+class _CachedCors:
+    """flask-cors's headers for simple requests, remembered per Origin (bounded)."""
 
+    SIZE = 256
 
-def _cors_cache_key() -> str | None:
-    origin = request.headers.get("Origin")
-    return origin if origin and request.method != "OPTIONS" else None
+    def __init__(self, compute: Callable[[Response], Response], response_class: type[Response]) -> None:
+        self.compute = compute
+        self.response_class = response_class
+        self.cache: dict[str | None, tuple[tuple[str, str], ...]] = {}
 
-
-def _cached_cors_headers(response: Response) -> Response:
-    key = _cors_cache_key()
-    cached = current_app.extensions["lunaos.cors_cache"].get(key) if key else None
-    if cached:
-        for name, value in cached:
-            response.headers.add(name, value)
-    return response
-
-
-def _remember_cors_headers(response: Response) -> Response:
-    key = _cors_cache_key()
-    cache = current_app.extensions["lunaos.cors_cache"]
-    if key and key not in cache and len(cache) < _CORS_CACHE_SIZE:
-        added = [(n, v) for n, v in response.headers.items() if n.lower().startswith(_CORS_PREFIX)]
-        # Only allowed origins are cached (an empty entry would not make flask-cors skip).
-        if added:
-            added += [("Vary", v) for v in response.headers.getlist("Vary") if v == "Origin"]
-            cache[key] = tuple(added)
-    return response
+    def __call__(self, response: Response) -> Response:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        headers = response.headers
+        if req.method == "OPTIONS" or has_header(headers, "vary"):
+            return self.compute(response)  # preflights; a view's own Vary must be merged by flask-cors
+        if has_header(headers, "access-control-allow-origin"):
+            return response  # a view decided (flask-cors leaves such responses alone too)
+        origin = req.headers.get("Origin")
+        found = self.cache.get(origin)
+        if found is None:
+            probe = self.compute(self.response_class())
+            found = tuple((name, value) for name, value in probe.headers.items()
+                          if name.lower().startswith("access-control-") or name == "Vary")
+            # Junk Origins cannot crowd out real ones: only what got an allow header is kept.
+            if len(self.cache) < self.SIZE and (origin is None or "Access-Control-Allow-Origin" in probe.headers):
+                self.cache[origin] = found
+        append_trusted(headers, found)
+        return response

@@ -94,6 +94,8 @@ class RedactingFilter(logging.Filter):
     (`extra={"_redacted": True, ...}`: the access log line, one per request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_redacted", False) and not record.args and not record.exc_info:
+            return True
         try:
             message = record.getMessage()
         except Exception:  # a bad format string must not lose the record
@@ -118,12 +120,15 @@ class JsonLineFormatter(logging.Formatter):
 
     _last: tuple[int, str] = (-1, "")
 
-    def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+    def timestamp(self, created: float) -> str:
+        second = int(created)
         if second != self._last[0]:  # the timestamp text changes once a second
             self._last = (second, time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second)))
-        line: dict[str, Any] = {"time": self._last[1], "level": record.levelname, "logger": record.name,
-                                "message": record.getMessage()}
+        return self._last[1]
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {"time": self.timestamp(record.created), "level": record.levelname,
+                                "logger": record.name, "message": record.getMessage()}
         for attr, value in record.__dict__.items():
             if attr not in _STD_ATTRS and not attr.startswith("_"):
                 line[attr] = value
@@ -134,6 +139,49 @@ class JsonLineFormatter(logging.Formatter):
         if record.stack_info:
             line["stack_info"] = record.stack_info
         return json.dumps(line, default=str)
+
+
+def _sole_json_handler(logger: logging.Logger) -> logging.StreamHandler | None:
+    """Our JSON handler, when it is the only handler a record of `logger` would reach and no
+    logger on the way filters; else None (another handler, e.g. pytest's caplog, is listening)."""
+    found = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if found is not None or not getattr(handler, "_lunaos", False):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if (isinstance(found, logging.StreamHandler) and isinstance(found.formatter, JsonLineFormatter)
+            and found.level <= logging.INFO):
+        return found
+    return None
+
+
+def write_redacted(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
+    """An INFO line whose fields the caller has already redacted (the access line, one per request).
+
+    When our JSON handler is the only one listening, the line it would format is written to its
+    stream directly: making a LogRecord and passing it through the filter and the formatter cost
+    about a fifth of a small request. Anything else listening gets an ordinary record.
+    """
+    handler = _sole_json_handler(logger)
+    if handler is None:
+        logger.info(message, extra={"_redacted": True, **fields})
+        return
+    formatter: JsonLineFormatter = handler.formatter  # type: ignore[assignment]
+    line = json.dumps({"time": formatter.timestamp(time.time()), "level": "INFO", "logger": logger.name,
+                       "message": message, **fields}, default=str)
+    with handler.lock:  # type: ignore[union-attr]
+        try:
+            handler.stream.write(line + handler.terminator)
+            handler.stream.flush()
+        except Exception:  # noqa: BLE001 - as logging does: a broken stream must not fail the request
+            pass
 
 
 class TextFormatter(logging.Formatter):

@@ -9,6 +9,7 @@ from flask import Flask, g, request
 from flask.wrappers import Response
 
 from . import logs
+from .headers import append_trusted, has_header
 from .ids import new_request_id
 
 access_log = logging.getLogger("lunaos.access")
@@ -18,9 +19,10 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 def _start() -> None:
-    g.started = time.perf_counter()
-    incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if _SANE_REQUEST_ID.match(incoming) else new_request_id()
+    ctx = g._get_current_object()
+    ctx.started = time.perf_counter()
+    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
+    ctx.request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else new_request_id()
 
 
 def _finish(response: Response) -> Response:
@@ -29,27 +31,26 @@ def _finish(response: Response) -> Response:
     duration_ms = (time.perf_counter() - getattr(ctx, "started", time.perf_counter())) * 1000
     headers = response.headers
     request_id = getattr(ctx, "request_id", "")
-    headers["X-Request-ID"] = request_id
     timing = f"total;dur={duration_ms:.1f}"
-    existing = headers.get("Server-Timing")
-    headers["Server-Timing"] = f"{existing}, {timing}" if existing else timing
+    existing = headers.get("Server-Timing") if has_header(headers, "server-timing") else None
+    if existing or has_header(headers, "x-request-id"):
+        headers["X-Request-ID"] = request_id
+        headers["Server-Timing"] = f"{existing}, {timing}" if existing else timing
+    else:  # the id passed _SANE_REQUEST_ID or was made here; the timing is a number
+        append_trusted(headers, (("X-Request-ID", request_id), ("Server-Timing", timing)))
     if access_log.isEnabledFor(logging.INFO):
         principal = getattr(ctx, "principal", None)
         query = req.query_string
-        access_log.info(
-            "request",
-            extra={
-                "_redacted": True,  # every field below is safe or redacted here
-                "request_id": request_id,
-                "method": req.method,
-                "path": logs.redact_text(req.path),
-                "query": logs.redact_text(query.decode("latin-1")) if query else None,
-                "status": response.status_code,
-                "duration_ms": round(duration_ms, 2),
-                "principal": principal.id if principal is not None else None,
-                "ip": req.remote_addr,
-            },
-        )
+        logs.write_redacted(access_log, "request", {  # every field is safe or redacted here
+            "request_id": request_id,
+            "method": req.method,
+            "path": logs.redact_text(req.path),
+            "query": logs.redact_text(query.decode("latin-1")) if query else None,
+            "status": response.status_code,
+            "duration_ms": round(duration_ms, 2),
+            "principal": principal.id if principal is not None else None,
+            "ip": req.remote_addr,
+        })
     return response
 
 

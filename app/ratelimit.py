@@ -31,6 +31,7 @@ from limits.strategies import STRATEGIES, RateLimiter
 from limits.util import WindowStats
 
 from .errors import RateLimited
+from .headers import append_trusted, has_header
 from .security import Principal, current_principal
 
 GroupProvider = Callable[[Principal], "str | None"]
@@ -326,10 +327,14 @@ def _check() -> None:
 def _inject_headers(response: Response) -> Response:
     window: _Window | None = g.get("rate_window")
     if window is not None:
+        values = (("X-RateLimit-Limit", str(window.limit)), ("X-RateLimit-Remaining", str(window.remaining)),
+                  ("X-RateLimit-Reset", str(window.reset_at)))
         headers = response.headers
-        headers["X-RateLimit-Limit"] = str(window.limit)
-        headers["X-RateLimit-Remaining"] = str(window.remaining)
-        headers["X-RateLimit-Reset"] = str(window.reset_at)
+        if has_header(headers, "x-ratelimit-limit"):  # a view's own (rare): replace
+            for name, value in values:
+                headers[name] = value
+        else:
+            append_trusted(headers, values)  # numbers: nothing to check
     return response
 
 

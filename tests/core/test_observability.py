@@ -252,3 +252,25 @@ def test_third_party_loggers_are_redacted_too(app, log_stream):
     logging.getLogger("some.library").error("auth failed for %s", {"Authorization": f"Bearer {OPAQUE_BEARER}"})
     assert_no_secrets(log_stream.getvalue())
     assert "retrying https://api.example.com/" in log_stream.getvalue()
+
+
+def test_access_line_written_directly_matches_the_logged_one(client, log_stream):
+    """In a deployment our handler is the only one listening and the line is written to its
+    stream directly; it must be the very line the logging path writes."""
+    root = logging.getLogger()
+    others = [h for h in root.handlers if not getattr(h, "_lunaos", False)]
+    assert others, "pytest's own capture handler is expected here (the logging path)"
+    client.get("/v1/missing?token=abc&page=2", headers={"X-Request-ID": "via-logging"})
+    for handler in others:
+        root.removeHandler(handler)
+    try:
+        client.get("/v1/missing?token=abc&page=2", headers={"X-Request-ID": "direct"})
+    finally:
+        for handler in others:
+            root.addHandler(handler)
+    logged, direct = access_lines(log_stream)
+    assert list(logged) == list(direct)  # same fields, same order
+    varying = {"request_id", "duration_ms", "time"}
+    assert {k: v for k, v in logged.items() if k not in varying} == {k: v for k, v in direct.items()
+                                                                      if k not in varying}
+    assert direct["request_id"] == "direct" and "abc" not in direct["query"]
