@@ -26,7 +26,9 @@ import select
 import socket
 import threading
 import time
+import weakref
 from collections import defaultdict
+from typing import Any
 
 from flask import Flask, current_app
 from redis import Redis
@@ -88,37 +90,22 @@ class Invalidation:
                 return
             self._pid = os.getpid()
             self.healthy = False
-            threading.Thread(target=self._listen, name="lunaos-invalidation", daemon=True).start()
+            threading.Thread(target=_listen, args=(weakref.ref(self),), name="lunaos-invalidation",
+                             daemon=True).start()
 
-    def _listen(self) -> None:
-        while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=False)  # type: ignore[union-attr]
-            try:
-                pubsub.subscribe(self.channel)
-                self._sock = getattr(pubsub.connection, "_sock", None)
-                while True:
-                    # The subscribe reply is still on the socket (subscribe() does not read it).
-                    if self._sock is not None and not select.select([self._sock], [], [], 5.0)[0]:
-                        pubsub.ping()  # notices a dead connection even when nothing is published
-                        continue
-                    # Flagged before reading, cleared once applied: lookups see one or the other.
-                    self._handling = True
-                    try:
-                        while (message := pubsub.get_message(timeout=0 if self._sock else 5.0)) is not None:
-                            self._apply(message)
-                    finally:
-                        self._handling = False
-            except Exception as error:  # connection lost: distrust caches until resubscribed
-                self.healthy = False
-                self._sock = None
-                log.warning("invalidation listener lost Redis (%s); retrying", type(error).__name__)
-                time.sleep(RETRY_SECONDS)
-            finally:
-                try:
-                    pubsub.close()
-                except Exception:
-                    pass
-
+    def _poll(self, pubsub: Any, wait: float) -> None:
+        """Wait up to `wait` seconds for messages and apply what arrived."""
+        # The subscribe reply is still on the socket (subscribe() does not read it).
+        if self._sock is not None and not select.select([self._sock], [], [], wait)[0]:
+            pubsub.ping()  # notices a dead connection even when nothing is published
+            return
+        # Flagged before reading, cleared once applied: lookups see one or the other.
+        self._handling = True
+        try:
+            while (message := pubsub.get_message(timeout=0 if self._sock else wait)) is not None:
+                self._apply(message)
+        finally:
+            self._handling = False
 
     def _apply(self, message: dict) -> None:
         if message["type"] == "subscribe":
@@ -130,6 +117,44 @@ class Invalidation:
         elif message["type"] == "message":
             topic, _, key = message["data"].decode().partition("\x00")
             self._bump(topic, key)
+
+
+def _listen(ref: weakref.ref[Invalidation]) -> None:
+    """The listener thread. It holds its bus only weakly, between waits: when the app that owns
+    the bus is gone (tests build many), the thread ends instead of listening, or retrying a
+    dead Redis, for the rest of the process."""
+    pubsub = None
+    warned = False
+    while (bus := ref()) is not None:
+        try:
+            if pubsub is None:
+                pubsub = bus.client.pubsub(ignore_subscribe_messages=False)  # type: ignore[union-attr]
+                pubsub.subscribe(bus.channel)
+                bus._sock = getattr(pubsub.connection, "_sock", None)
+            bus._poll(pubsub, 5.0)
+            warned = warned and not bus.healthy
+        except Exception as error:  # connection lost: distrust caches until resubscribed
+            bus.healthy = False
+            bus._sock = None
+            _close(pubsub)
+            pubsub = None
+            # Once per outage, not once per retry.
+            log.log(logging.DEBUG if warned else logging.WARNING,
+                    "invalidation listener lost Redis (%s); retrying", type(error).__name__)
+            warned = True
+            del bus  # not kept alive by the wait
+            time.sleep(RETRY_SECONDS)
+            continue
+        del bus  # the next ref() must be able to find it gone
+    _close(pubsub)
+
+
+def _close(pubsub: Any) -> None:
+    if pubsub is not None:
+        try:
+            pubsub.close()
+        except Exception:  # noqa: BLE001 - the connection is being dropped anyway
+            pass
 
 
 def get(app: Flask | None = None) -> Invalidation:

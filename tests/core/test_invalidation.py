@@ -86,3 +86,26 @@ def test_a_lost_connection_stops_trusting_caches(make_app):
         bus.version("t", "k")
     time.sleep(0.3)
     assert bus.healthy is False
+
+
+def test_the_listener_thread_ends_with_its_bus(redis_url):
+    """A bus whose app is gone stops listening (tests and reloads build many apps)."""
+    import gc
+    import threading
+    import uuid
+
+    from redis import Redis
+
+    from app.invalidation import Invalidation
+
+    client = Redis.from_url(redis_url)
+    channel = f"test-invalidate-{uuid.uuid4().hex}"
+    before = set(threading.enumerate())
+    bus = Invalidation(client, channel)
+    bus.version("topic", "key")  # starts the listener
+    (listener,) = [t for t in threading.enumerate() if t not in before and t.name == "lunaos-invalidation"]
+    del bus
+    gc.collect()
+    client.publish(channel, "topic\x00key")  # wakes it from its wait
+    listener.join(timeout=10)
+    assert not listener.is_alive()
