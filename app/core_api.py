@@ -20,7 +20,13 @@ class Root(MethodView):
     @blp.response(200, RootSchema, envelope=False)
     def get(self):
         """Service identity"""
-        return {"status": "ok", "name": "lunaos", "version": current_app.config["LUNAOS_VERSION"], "docs": "/docs"}
+        # The same for the app's lifetime: dumped and encoded once, on the first request.
+        encoded = current_app.extensions.get("lunaos.root")
+        if encoded is None:
+            body = RootSchema().dump({"status": "ok", "name": "lunaos", "version": current_app.config["LUNAOS_VERSION"],
+                                      "docs": "/docs"})
+            encoded = current_app.extensions["lunaos.root"] = (current_app.json.dumps(body) + "\n").encode()
+        return current_app.response_class(encoded, mimetype="application/json")
 
 
 @blp.route("/health")

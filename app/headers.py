@@ -27,4 +27,8 @@ def has_header(headers: Headers, lowered: str) -> bool:
     items = getattr(headers, "_list", None)
     if type(headers) is not Headers or not isinstance(items, list):
         return lowered in headers
-    return any(name.lower() == lowered for name, _ in items)
+    size = len(lowered)
+    for name, _ in items:
+        if len(name) == size and name.lower() == lowered:
+            return True
+    return False

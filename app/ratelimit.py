@@ -112,8 +112,8 @@ def _storage_uri(uri: str) -> str:
     return f"lunaos+{uri}" if scheme in ("redis", "rediss", "redis+unix") else uri
 
 
-def principal_key() -> str:
-    principal = current_principal()
+def principal_key(principal: Principal | None = None) -> str:
+    principal = principal or current_principal()
     if principal.key_id:
         return f"key:{principal.key_id}"
     if principal.user_id:
@@ -121,8 +121,8 @@ def principal_key() -> str:
     return f"ip:{request.remote_addr or 'unknown'}"
 
 
-def principal_limit() -> str:
-    principal = current_principal()
+def principal_limit(principal: Principal | None = None) -> str:
+    principal = principal or current_principal()
     config = current_app.config
     if principal.rate_limit:
         return principal.rate_limit
@@ -305,8 +305,8 @@ def _check() -> None:
     if exempted:
         return
     principal = current_principal()
-    key = principal_key()
-    window, breached = state.hit(principal_limit(), key)
+    key = principal_key(principal)
+    window, breached = state.hit(principal_limit(principal), key)
     breached_group = None
     if breached is None and group is not None:
         provider = state.groups.get(group)

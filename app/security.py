@@ -97,7 +97,7 @@ def register_scopes(app: Flask, scopes: dict[str, str], plugin: str) -> None:
 
 
 def bearer_token() -> str | None:
-    header = request.headers.get("Authorization", "")
+    header = request.environ.get("HTTP_AUTHORIZATION", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -107,25 +107,26 @@ def bearer_token() -> str | None:
 def current_principal() -> Principal:
     """Resolve once per request, lazily; a bad credential yields ANONYMOUS here
     and its error is raised only where authentication is required."""
-    principal = g.get("principal")
+    ctx = g._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup per call
+    principal = getattr(ctx, "principal", None)
     if principal is not None:
         return principal
     principal = ANONYMOUS
     token = bearer_token()
-    if token is None and request.headers.get("Authorization"):
-        g.auth_error = Unauthorized("Authorization header must be 'Bearer <token>'.")
+    if token is None and request.environ.get("HTTP_AUTHORIZATION"):
+        ctx.auth_error = Unauthorized("Authorization header must be 'Bearer <token>'.")
     elif token is not None:
-        g.auth_error = Unauthorized("Invalid or unrecognised credential.")
+        ctx.auth_error = Unauthorized("Invalid or unrecognised credential.")
         for resolver in registry().resolvers:
             try:
                 found = resolver(token)
             except ApiError as error:
-                g.auth_error = error
+                ctx.auth_error = error
                 break
             if found is not None:
-                principal, g.auth_error = found, None
+                principal, ctx.auth_error = found, None
                 break
-    g.principal = principal
+    ctx.principal = principal
     return principal
 
 
