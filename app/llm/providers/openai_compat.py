@@ -142,12 +142,16 @@ class OpenAIProvider(ListedModels, Provider):
 
     def _events(self, response: Any) -> Iterator[dict[str, Any]]:
         """The JSON objects of a `data:` event stream, up to `[DONE]`; an in-band error raises."""
+        done = False
         for line in response.iter_lines():
-            if not line.startswith("data:"):
+            # After [DONE] the body is read to its end, so the connection goes back to the pool
+            # (closing a response with unread bytes closes its connection: a new one per chat).
+            if done or not line.startswith("data:"):
                 continue  # blank separators, `: keep-alive` comments, `event:` names
             payload = line[5:].strip()
             if payload == "[DONE]":
-                return
+                done = True
+                continue
             try:
                 event = json.loads(payload)
             except ValueError:
