@@ -84,7 +84,7 @@ class Defaults:
     LLM_FAILURE_THRESHOLD = 3  # consecutive failures that make a provider cool down
     LLM_COOLDOWN_SECONDS = 30.0  # then one probe request may bring it back
     LLM_OFFLINE = True  # nothing configured: use the in-process SmolLM2 (llama-cpp-python) when installed
-    LLM_USAGE_FLUSH_SECONDS = 0.2  # token usage is written in batches at most this long after a request
+    LLM_USAGE_FLUSH_SECONDS = 1.0  # token usage is written in batches at most this long after a request
     OPENAI_API_KEY: str | None = None
     ANTHROPIC_API_KEY: str | None = None
     API_TITLE = "LunaOS"

@@ -11,14 +11,24 @@ workers and hosts of one deployment:
   the cool-down exactly one request (whoever wins a SET NX) probes the provider.
 `SharedState` uses Redis and, while Redis fails, this process's memory, so a
 Redis outage degrades routing quality rather than failing requests.
+
+What happens after an upstream answered (the in-flight mark released, the
+latency recorded, the breaker reset) need not delay the answer: those Redis
+writes go to one background thread per process (`_Deferred`), in order. (A
+stream's end is written at once: it comes after the text, so it delays nothing.) Reads
+of this process (status, least_loaded, fastest, cool-downs) wait for it to
+drain first; another process may see such a write a few milliseconds late.
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -282,6 +292,50 @@ class RedisState:
             self.client.delete(*keys)
 
 
+class _Deferred:
+    """Calls run in order on one daemon thread of this process (a greenlet under gevent)."""
+
+    DRAIN_SECONDS = 1.0  # longest a read waits for the writes before it
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def submit(self, call: Callable[..., Any], *args: Any) -> None:
+        self._ensure().put((call, args))
+
+    def _ensure(self) -> queue.Queue:
+        if self._queue is None or self._pid != os.getpid():  # threads do not survive a fork
+            with self._lock:
+                if self._queue is None or self._pid != os.getpid():
+                    work: queue.Queue = queue.Queue()
+                    threading.Thread(target=_run_deferred, args=(work,), name="lunaos-llm-state",
+                                     daemon=True).start()
+                    weakref.finalize(self, work.put, None)  # the thread ends with its owner
+                    self._queue, self._pid = work, os.getpid()
+        return self._queue
+
+    def drain(self) -> None:
+        work = self._queue if self._pid == os.getpid() else None
+        if work is None or not work.unfinished_tasks:
+            return
+        deadline = time.monotonic() + self.DRAIN_SECONDS
+        while work.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+
+def _run_deferred(work: queue.Queue) -> None:
+    while (item := work.get()) is not None:
+        call, args = item
+        try:
+            call(*args)
+        except Exception:  # noqa: BLE001 - bookkeeping; the methods handle Redis failures themselves
+            log.exception("llm state: deferred %s failed", getattr(call, "__name__", call))
+        finally:
+            work.task_done()
+
+
 class SharedState:
     """Redis when it answers, this process's memory while it does not (retried after a pause)."""
 
@@ -291,6 +345,8 @@ class SharedState:
         self.memory = MemoryState()
         self.redis = redis_state
         self._down_until = 0.0
+        self._deferred = _Deferred()
+        self._probed: set[str] = set()  # providers this process probed since their cool-down
 
     @property
     def backend(self) -> str:
@@ -331,6 +387,7 @@ class SharedState:
             pass  # its lease expires
 
     def inflight(self, providers: list[str]) -> dict[str, int]:
+        self._deferred.drain()
         counts = self._call("inflight", providers)
         if self.redis is not None and self.backend == "redis":
             # Requests this process started during an outage are only in memory.
@@ -342,31 +399,51 @@ class SharedState:
         self._call("record_latency", provider, ms)
 
     def latency(self, providers: list[str]) -> dict[str, float | None]:
+        self._deferred.drain()
         return self._call("latency", providers)
 
+    # Breaker changes apply in order: a failure after a success still waiting to be written
+    # must not be wiped by that success's reset.
     def record_success(self, provider: str) -> None:
+        self._deferred.drain()
         self._call("record_success", provider)
 
     def record_failure(self, provider: str, threshold: int, cooldown: float) -> float | None:
+        self._deferred.drain()
         return self._call("record_failure", provider, threshold, cooldown)
 
     def cooldowns(self, providers: list[str]) -> dict[str, float | None]:
+        self._deferred.drain()
         return self._call("cooldowns", providers)
 
     def admit(self, provider: str, probe_lease: float) -> str:
         return self._call("admit", provider, probe_lease)
 
     def enter(self, provider: str, lease: float, probe_lease: float) -> tuple[str, Ticket | None]:
-        return self._call("enter", provider, lease, probe_lease)
+        if provider in self._probed:
+            # A probe of this provider ended here: its breaker reset may still be queued.
+            self._deferred.drain()
+            self._probed.discard(provider)
+        verdict, ticket = self._call("enter", provider, lease, probe_lease)
+        if verdict == "probe":
+            self._probed.add(provider)
+        return verdict, ticket
 
     def succeeded(self, provider: str, ms: float) -> None:
-        self._call("succeeded", provider, ms)
+        """Off the request path when Redis is in use (see _Deferred)."""
+        if self._use_redis():
+            self._deferred.submit(self._call, "succeeded", provider, ms)
+        else:
+            self._call("succeeded", provider, ms)
 
     def complete(self, ticket: Ticket, ms: float) -> None:
         if ticket.backend == "memory":
             self.memory.end(ticket)
             self.succeeded(ticket.provider, ms)
             return
+        self._deferred.submit(self._complete_redis, ticket, ms)
+
+    def _complete_redis(self, ticket: Ticket, ms: float) -> None:
         try:
             assert self.redis is not None
             self.redis.complete(ticket, ms)
@@ -377,6 +454,7 @@ class SharedState:
             self.memory.succeeded(ticket.provider, ms)  # the ticket's Redis mark expires with its lease
 
     def reset(self) -> None:
+        self._deferred.drain()
         self.memory.reset()
         if self.redis is not None:
             try:

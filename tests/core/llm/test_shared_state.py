@@ -49,7 +49,8 @@ def test_latency_and_cooldown_are_shared(two_apps):
     assert result.provider == "b"
     seen = status_of(two, "a")
     assert seen["available"] is False and seen["cooldown_until"]
-    assert status_of(two, "b")["avg_latency_ms"] is not None
+    # Written after the answer, off the request path: another instance sees it a moment later.
+    wait_until(lambda: status_of(two, "b")["avg_latency_ms"] is not None, timeout=5, message="b's latency")
     with two.app_context():
         skipped = llm.chat(ask())
         assert [(a.provider, a.outcome) for a in skipped.attempts] == [("a", "skipped"), ("b", "ok")]
@@ -109,3 +110,20 @@ def test_least_loaded_across_instances_with_real_upstreams(make_app, redis_url, 
     with two.app_context():
         assert [p["active_requests"] for p in llm.status()["providers"]] == [0, 0]
         assert all(p["avg_latency_ms"] for p in llm.status()["providers"])  # both measured, by either instance
+
+
+def test_bookkeeping_after_an_answer_is_in_order_and_seen_here_at_once(make_app, redis_url, redis_client,
+                                                                        echo_kind):
+    """The writes after an answer are deferred, yet this process reads them at once, and a failure
+    that follows a success is counted after that success's breaker reset, not wiped by it."""
+    app = make_app(REDIS_URL=redis_url, LLM_PROVIDERS=[{"name": "a", "type": "echo"}], LLM_FAILURE_THRESHOLD=1,
+                   LLM_COOLDOWN_SECONDS=300)
+    with app.app_context():
+        state = llm.router().state
+        for _ in range(20):
+            llm.chat(ask())
+        assert status_of(app, "a")["active_requests"] == 0 and status_of(app, "a")["avg_latency_ms"] is not None
+        verdict, ticket = state.enter("a", 30.0, 30.0)
+        state.complete(ticket, 5.0)  # queued: resets the breaker
+        assert state.record_failure("a", 1, 300) is not None  # opens it after the reset, not before
+        assert status_of(app, "a")["available"] is False
