@@ -67,7 +67,7 @@ class Invalidation:
         if sock is None:
             return False
         try:
-            return bool(select.select([sock], [], [], 0)[0])
+            return bool(_poll_select()([sock], [], [], 0)[0])
         except (OSError, ValueError):  # closed under us: the listener is reconnecting
             return False
 
@@ -117,6 +117,26 @@ class Invalidation:
         elif message["type"] == "message":
             topic, _, key = message["data"].decode().partition("\x00")
             self._bump(topic, key)
+
+
+_POLL_SELECT: Any = None
+
+
+def _poll_select() -> Any:
+    """select.select as the OS provides it. gevent's patched one yields to its hub even for a
+    zero timeout, so each lookup would let every other greenlet run in the middle of a request."""
+    global _POLL_SELECT
+    if _POLL_SELECT is None:
+        found = select.select
+        try:
+            from gevent import monkey
+
+            if monkey.is_module_patched("select"):
+                found = monkey.get_original("select", "select")
+        except ImportError:  # gevent is not installed: the standard select is the original
+            pass
+        _POLL_SELECT = found
+    return _POLL_SELECT
 
 
 def _listen(ref: weakref.ref[Invalidation]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from .. import health, redis_client
+from .. import health, invalidation, redis_client
 from ..config import ConfigError
 from ..errors import ValidationFailed
 from . import config as llm_config
@@ -59,7 +59,7 @@ def _build(app: Flask) -> Router:
                               f"{entry['type']!r} refused its settings: {type(error).__name__}: {error}") from error
     client = redis_client.client(app)
     shared = RedisState(client, redis_client.key("llm:", app)) if client is not None else None
-    return Router(providers, settings, SharedState(shared))
+    return Router(providers, settings, SharedState(shared, invalidation.get(app)))
 
 
 def init_app(app: Flask) -> None:

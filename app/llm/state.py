@@ -35,6 +35,8 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
+from ..invalidation import Invalidation
+
 log = logging.getLogger("lunaos.llm")
 EWMA_WEIGHT = 0.3  # weight of the newest sample: recent behaviour counts, one outlier does not dominate
 
@@ -195,9 +197,15 @@ class RedisState:
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    def ticket(self, provider: str, lease: float) -> Ticket:
+        return Ticket(provider, f"{self.process}:{uuid.uuid4().hex[:12]}", self.name, time.time() + lease)
+
+    def mark(self, ticket: Ticket) -> None:
+        self.client.zadd(self._k("inflight", ticket.provider), {ticket.member: ticket.leased_until})
+
     def begin(self, provider: str, lease: float) -> Ticket:
-        ticket = Ticket(provider, f"{self.process}:{uuid.uuid4().hex[:12]}", self.name, time.time() + lease)
-        self.client.zadd(self._k("inflight", provider), {ticket.member: ticket.leased_until})
+        ticket = self.ticket(provider, lease)
+        self.mark(ticket)
         return ticket
 
     def renew(self, ticket: Ticket, lease: float) -> None:
@@ -341,12 +349,17 @@ class SharedState:
 
     RETRY_AFTER = 5.0
 
-    def __init__(self, redis_state: RedisState | None):
+    BREAKER_TOPIC = "llm.breaker"
+
+    def __init__(self, redis_state: RedisState | None, bus: Invalidation | None = None):
         self.memory = MemoryState()
         self.redis = redis_state
+        self.bus = bus if redis_state is not None else None
         self._down_until = 0.0
         self._deferred = _Deferred()
         self._probed: set[str] = set()  # providers this process probed since their cool-down
+        # provider -> the bus version under which Redis last said its breaker was closed
+        self._closed: dict[str, str] = {}
 
     @property
     def backend(self) -> str:
@@ -410,7 +423,14 @@ class SharedState:
 
     def record_failure(self, provider: str, threshold: int, cooldown: float) -> float | None:
         self._deferred.drain()
-        return self._call("record_failure", provider, threshold, cooldown)
+        self._closed.pop(provider, None)
+        opened = self._call("record_failure", provider, threshold, cooldown)
+        if opened is not None and self.bus is not None:
+            try:
+                self.bus.publish(self.BREAKER_TOPIC, provider)  # every process checks Redis again
+            except (RedisError, OSError):
+                pass  # their listeners are down too, so they check Redis anyway
+        return opened
 
     def cooldowns(self, providers: list[str]) -> dict[str, float | None]:
         self._deferred.drain()
@@ -420,14 +440,40 @@ class SharedState:
         return self._call("admit", provider, probe_lease)
 
     def enter(self, provider: str, lease: float, probe_lease: float) -> tuple[str, Ticket | None]:
+        """The breaker's verdict and, unless "open", an in-flight ticket.
+
+        While the invalidation bus is connected, a breaker Redis said was closed stays closed
+        until a bus message says it opened: the verdict is then known here and the in-flight
+        mark is written off the request path, so a request to a healthy provider makes no
+        round trip before its upstream call. Otherwise one round trip checks and marks at once.
+        """
         if provider in self._probed:
             # A probe of this provider ended here: its breaker reset may still be queued.
             self._deferred.drain()
             self._probed.discard(provider)
+        version = None
+        if self.bus is not None and self._use_redis() and self.bus.healthy:
+            version = self.bus.version(self.BREAKER_TOPIC, provider)
+            if self._closed.get(provider) == version:
+                assert self.redis is not None
+                ticket = self.redis.ticket(provider, lease)
+                self._deferred.submit(self._mark, ticket)
+                return "closed", ticket
         verdict, ticket = self._call("enter", provider, lease, probe_lease)
+        if verdict == "closed" and version is not None and ticket is not None and ticket.backend == "redis":
+            self._closed[provider] = version  # read before Redis: an opening meanwhile moves it on
+        else:
+            self._closed.pop(provider, None)
         if verdict == "probe":
             self._probed.add(provider)
         return verdict, ticket
+
+    def _mark(self, ticket: Ticket) -> None:
+        try:
+            assert self.redis is not None
+            self.redis.mark(ticket)
+        except (RedisError, OSError):
+            pass  # not counted in flight elsewhere; its `end` finds nothing to remove
 
     def succeeded(self, provider: str, ms: float) -> None:
         """Off the request path when Redis is in use (see _Deferred)."""

@@ -34,7 +34,8 @@ def test_in_flight_counts_are_shared(two_apps):
     one, two = two_apps(LLM_PROVIDERS=echo_pair(), LLM_STRATEGY="least_loaded")
     with one.app_context():
         held = llm.stream(ask("abc"))
-    assert status_of(two, held.provider)["active_requests"] == 1
+    # The mark may be written just after the call started (off the request path).
+    wait_until(lambda: status_of(two, held.provider)["active_requests"] == 1, timeout=5, message="the mark")
     with two.app_context():
         assert llm.chat(ask()).provider != held.provider  # the other instance's request counts
     held.close()
@@ -127,3 +128,22 @@ def test_bookkeeping_after_an_answer_is_in_order_and_seen_here_at_once(make_app,
         state.complete(ticket, 5.0)  # queued: resets the breaker
         assert state.record_failure("a", 1, 300) is not None  # opens it after the reset, not before
         assert status_of(app, "a")["available"] is False
+
+
+def test_a_breaker_opened_elsewhere_ends_closed_verdicts_known_here(two_apps):
+    """With the bus connected, an instance that saw a provider's breaker closed calls it without
+    asking Redis first, until a message says the breaker opened: then it skips it at once."""
+    one, two = two_apps(LLM_PROVIDERS=echo_pair(), LLM_FAILURE_THRESHOLD=1, LLM_COOLDOWN_SECONDS=300)
+    with two.app_context():
+        state = llm.router().state
+        state.bus.version("warm", "up")  # starts the listener
+        wait_until(lambda: state.bus.healthy, timeout=5, message="the invalidation listener")
+        for _ in range(3):
+            assert llm.chat(ask()).provider == "a"
+        assert "a" in state._closed  # the verdict is known here: no round trip before the call
+    with one.app_context():
+        assert llm.router().state.record_failure("a", 1, 300) is not None  # opens it, announces it
+    with two.app_context():
+        result = llm.chat(ask())
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("a", "skipped"), ("b", "ok")]
+        assert llm.router().by_name["a"].calls == 3
