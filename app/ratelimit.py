@@ -312,7 +312,9 @@ def _check() -> None:
         provider = state.groups.get(group)
         extra = provider(principal) if provider else None
         if extra:
-            group_window, breached = state.hit(extra, key, f"group:{group}")
+            # A group's budget belongs to the account, so more keys do not buy more of it.
+            owner = f"user:{principal.user_id}" if principal.user_id else key
+            group_window, breached = state.hit(extra, owner, f"group:{group}")
             breached_group = group if breached is not None else None
             if breached is not None or group_window.remaining < window.remaining:
                 window = group_window  # the headers describe the tighter of the two budgets

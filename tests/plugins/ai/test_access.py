@@ -186,17 +186,19 @@ def test_free_tier_ai_limit_on_top_of_the_tier_limit(make_app):
     client = app.test_client()
     owner = signup(client, "free@example.com")
     key = create_key(client, owner, scopes=["ai:use"], rate_limit="1000/minute")["key"]
-    # Three chats (each 503: there is no provider, but they count), through either API.
+    # Three chats (each 503: there is no provider, but they count), through either API and by the
+    # key or the account's own session: the AI budget is the account's.
     error_of(chat(client, key), 503)
     openai_error_of(completions(client, key), 503)
-    response = chat(client, owner)  # the account's session shares nothing with the key's counter...
-    assert response.status_code == 503
-    response = chat(client, key)
+    response = chat(client, owner)
     assert response.status_code == 503
     assert response.headers["X-RateLimit-Limit"] == "3"
     assert response.headers["X-RateLimit-Remaining"] == "0"
-    # ...the fourth chat of the key is over the AI budget, although its own limit is far away.
+    # The fourth chat is over the AI budget, although the key's own limit is far away, and a new
+    # key of the same account does not buy more of it.
     error = error_of(chat(client, key), 429, "RATE_LIMIT_EXCEEDED")
+    other = create_key(client, owner, scopes=["ai:use"], rate_limit="1000/minute")["key"]
+    error_of(chat(client, other), 429, "RATE_LIMIT_EXCEEDED")
     assert error["details"]["group"] == "ai"
     assert error["details"]["retry_after"] >= 1
     response = completions(client, key)
