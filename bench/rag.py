@@ -7,7 +7,8 @@
 
 1. Quality: a CodeSearchNet-style set built from Python packages installed here (`--packages`): the
    query is a function's first docstring paragraph, the document the function without its docstring.
-   MRR@10 and recall@1/5/10 for lexical (BM25), dense (MiniLM + FAISS) and hybrid (RRF of both).
+   MRR@10 and recall@1/5/10 for lexical (BM25), dense (MiniLM + FAISS) and hybrid (both fusions the plugin
+   offers, with its default settings: RAG_SEARCH_CANDIDATES from each ranker, then fused).
 2. Throughput: chunks/s through the whole pipeline (chunk, embed, stage, publish) against the raw
    `model.encode` of the same chunks in the same run; then a re-index of unchanged files.
 3. Latency: p50/p95 of `POST /v1/rag/search` (hybrid, end to end: query embedding, FAISS, BM25, fusion,
@@ -130,9 +131,9 @@ def _metrics(ranks: list[int | None]) -> dict[str, float]:
 
 
 def quality(args: argparse.Namespace) -> str:
-    from plugins.rag import embedders
+    from plugins.rag import embedders, runtime
     from plugins.rag.lexical import Bm25Index
-    from plugins.rag.search import fuse, fuse_weighted
+    from plugins.rag.search import hybrid
     from plugins.rag.vector_index import IndexSettings, VectorIndex
 
     pairs = functions_of(args.packages.split(","))
@@ -148,13 +149,19 @@ def quality(args: argparse.Namespace) -> str:
     settings = IndexSettings()
     dense_index = VectorIndex.build(documents.shape[1], ids, documents, settings, "flat")
     lexical_index = Bm25Index().add_remove(list(ids), [p.code for p in pairs], ())
-    ranks: dict[str, list[int | None]] = {"lexical": [], "dense": [], "hybrid (rrf, default)": [],
-                                          "hybrid (weighted 0.6)": []}
+    weight, rrf_k = runtime.DEFAULTS["RAG_HYBRID_DENSE_WEIGHT"], runtime.DEFAULTS["RAG_RRF_K"]
+    candidates = runtime.DEFAULTS["RAG_SEARCH_CANDIDATES"]
+    fusions = {f"hybrid, weighted {weight} (z-scores)": ("weighted", weight, rrf_k),
+               f"hybrid, rrf k={rrf_k}": ("rrf", weight, rrf_k)}
+    default = runtime.DEFAULTS["RAG_HYBRID_FUSION"]
+    fusions = {(f"{name} (default)" if spec[0] == default else name): spec for name, spec in fusions.items()}
+    ranks: dict[str, list[int | None]] = {"lexical (BM25)": [], "dense (MiniLM)": [], **{name: [] for name in fusions}}
     for i, pair in enumerate(pairs):
-        dense = dense_index.search(queries[i], 50, settings)
-        lexical = lexical_index.search(pair.query, 50)
-        for name, ranking in (("dense", dense), ("lexical", lexical), ("hybrid (rrf, default)", fuse([dense, lexical])),
-                              ("hybrid (weighted 0.6)", fuse_weighted(dense, lexical, 0.6))):
+        dense = dense_index.search(queries[i], candidates, settings)
+        lexical = lexical_index.search(pair.query, candidates)
+        rankings = {"dense (MiniLM)": dense, "lexical (BM25)": lexical}
+        rankings.update({name: hybrid(dense, lexical, *spec) for name, spec in fusions.items()})
+        for name, ranking in rankings.items():
             order = [doc for doc, _ in ranking[:10]]
             ranks[name].append(order.index(i) + 1 if i in order else None)
     rows = [(name, _metrics(r)) for name, r in ranks.items()]

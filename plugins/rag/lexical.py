@@ -7,6 +7,14 @@ change rebuilds it. Keeping raw term frequencies instead makes adds and
 removals cheap (IDF is computed at query time from document frequencies), and
 one tokenizer that understands code (`snake_case`, `camelCase`) serves both
 backends. The measured comparison is in the README.
+
+Two code-aware choices, both measured on docstring -> function retrieval
+(bench/rag.py): the name a definition introduces (`def parse_config_file`,
+`class HTTPServer`, `func Open`) counts its words `DEFINITION_BOOST` more times
+in that document, since a function's name is the best summary of what it does
+(MRR@10 of BM25 0.52 -> 0.55); and the per-entry BM25 term weights are
+computed once per index version, so a query only sums the columns of its own
+terms (a few ms at 100k chunks).
 """
 from __future__ import annotations
 
@@ -22,6 +30,13 @@ import scipy.sparse as sp
 K1, B = 1.2, 0.75
 _WORD = re.compile(r"[^\W_]+(?:_+[^\W_]+)*|[^\W\d_]+", re.UNICODE)
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+# A definition's keyword, then the name it defines (Python, JavaScript/TypeScript, Go with or without a method
+# receiver, Rust, Ruby, Java/C# types, C structs and enums). What follows the name must look like code (a parameter
+# list, a body, a base class, the end of the line), so prose ("this function returns ...") is left alone.
+_DEFINITION = re.compile(r"\b(?:def|class|function|func|fn|struct|enum|interface|trait|module)\s+"
+                         r"(?:\([^()]*\)\s*)?([A-Za-z_$][\w$]*)"
+                         r"(?=\s*[(:{<\[]|\s+(?:extends|implements)\b|[ \t]*$)", re.MULTILINE)
+DEFINITION_BOOST = 2
 STOPWORDS = frozenset("""a an and are as at be but by for from has have if in into is it its of on or that the
 their then there these this to was were will with which who what when where why how can do does not no we you
 your our they them he she his her i me my""".split())
@@ -52,6 +67,17 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+def document_terms(text: str) -> list[str]:
+    """A document's terms: `tokenize`, plus the words of every name it defines counted `DEFINITION_BOOST` more
+    times (the whole identifier is left at its own count: an exact-name query already matches it)."""
+    tokens = tokenize(text)
+    for match in _DEFINITION.finditer(text):
+        name = match.group(1).strip("$_")
+        words = [t for t in tokenize(name) if t != name.lower()] or tokenize(name)
+        tokens.extend(words * DEFINITION_BOOST)
+    return tokens
+
+
 class Bm25Index:
     """Rows are documents (chunks, keyed by int64 id), columns are terms."""
 
@@ -68,7 +94,11 @@ class Bm25Index:
         self.average = float(self.lengths.mean()) if len(self.lengths) else 0.0
         self.columns = self.matrix.tocsc()
         self.document_frequency = np.diff(self.columns.indptr).astype(np.float32)
-        self.row_of = {int(v): i for i, v in enumerate(self.ids)}
+        # Each entry's saturated, length-normalised term frequency (the index never changes once built): a
+        # query then costs one gather-add per query term.
+        norm = K1 * (1 - B + B * self.lengths / (self.average or 1.0))
+        frequency = self.columns.data
+        self.weights = (frequency * (K1 + 1) / (frequency + norm[self.columns.indices])).astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -84,7 +114,7 @@ class Bm25Index:
         vocabulary = dict(self.vocabulary)
         rows, cols, values = [], [], []
         for row, text in enumerate(texts):
-            for term, frequency in Counter(tokenize(text)).items():
+            for term, frequency in Counter(document_terms(text)).items():
                 column = vocabulary.get(term)
                 if column is None:
                     column = vocabulary[term] = len(terms)
@@ -106,14 +136,12 @@ class Bm25Index:
             return []
         total = len(self.ids)
         scores = np.zeros(total, dtype=np.float32)
-        norm = K1 * (1 - B + B * self.lengths / (self.average or 1.0))
+        indptr, indices = self.columns.indptr, self.columns.indices
         for column in columns:
-            start, end = self.columns.indptr[column], self.columns.indptr[column + 1]
-            rows = self.columns.indices[start:end]
-            frequency = self.columns.data[start:end]
+            start, end = indptr[column], indptr[column + 1]
             df = self.document_frequency[column]
-            idf = np.log1p((total - df + 0.5) / (df + 0.5))
-            scores[rows] += idf * frequency * (K1 + 1) / (frequency + norm[rows])
+            idf = np.float32(np.log1p((total - df + 0.5) / (df + 0.5)))
+            scores[indices[start:end]] += idf * self.weights[start:end]  # rows of a column are unique
         if allowed is not None:
             scores[~allowed] = 0.0
         hits = np.flatnonzero(scores > 0)
@@ -125,10 +153,9 @@ class Bm25Index:
         return [(int(self.ids[i]), float(scores[i])) for i in hits]
 
     def mask(self, ids: Iterable[int]) -> np.ndarray:
-        allowed = np.zeros(len(self.ids), dtype=bool)
-        rows = [self.row_of[int(i)] for i in ids if int(i) in self.row_of]
-        allowed[rows] = True
-        return allowed
+        """The boolean row mask of these ids (ids not in the index are ignored)."""
+        wanted = np.fromiter((int(i) for i in ids), dtype=np.int64) if not isinstance(ids, np.ndarray) else ids
+        return np.isin(self.ids, np.asarray(wanted, dtype=np.int64))
 
     # persistence -------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:

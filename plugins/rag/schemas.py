@@ -123,7 +123,13 @@ class IngestAcceptedSchema(ma.Schema):
 class SearchSchema(ma.Schema):
     query = ma.fields.String(required=True, validate=validate.Length(min=1, max=4000))
     limit = ma.fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
-    mode = ma.fields.String(load_default="hybrid", validate=validate.OneOf(MODES))
+    mode = ma.fields.String(load_default="hybrid", validate=validate.OneOf(MODES), metadata={
+        "description": "dense: MiniLM embeddings (cosine); lexical: BM25 over code-aware tokens (identifiers are "
+                       "split at snake_case and camelCase and kept whole; a definition's name weighs more); "
+                       "hybrid (default): the best candidates of both, fused by the server's RAG_HYBRID_FUSION: "
+                       "`weighted` (default) ranks by 0.6 x z-score of the cosine + 0.4 x z-score of BM25, each "
+                       "standardised over its own candidates (RAG_HYBRID_DENSE_WEIGHT sets the 0.6); `rrf` by "
+                       "reciprocal rank fusion."})
     filters = JsonObject(load_default=dict, metadata={
         "description": "source_type, path_prefix, language, document_id, metadata {field: value}; any other "
                        "key is a metadata equality.",
@@ -139,7 +145,9 @@ class SearchSchema(ma.Schema):
 class ResultSchema(ma.Schema):
     content = ma.fields.String(required=True)
     score = ma.fields.Float(required=True, metadata={
-        "description": "dense: cosine similarity; lexical: BM25; hybrid: reciprocal-rank-fusion score."})
+        "description": "dense: cosine similarity; lexical: BM25; hybrid: the fused score (weighted: a sum of "
+                       "z-scores, so it may be negative; rrf: the reciprocal-rank-fusion score). Compare scores "
+                       "within one response only."})
     metadata = ma.fields.Dict(required=True, metadata={
         "description": "source, source_type, chunk_id, document_id, collection_id, path, language, symbol, "
                        "start_line, end_line, and the document's own metadata."})

@@ -1,4 +1,5 @@
-"""Search: dense (FAISS), lexical (BM25) or hybrid (reciprocal rank fusion of both), with filters.
+"""Search: dense (FAISS), lexical (BM25) or hybrid (a weighted sum of both rankers' standardised scores, or
+reciprocal rank fusion), with filters.
 
 The CPU work (embedding the query, loading a new index version, FAISS and BM25
 scoring) runs in one call to a real thread, so a gevent worker keeps serving
@@ -144,9 +145,16 @@ def _rank(app: Flask, query: Query, collections: list[CollectionRef],
         return dense
     if query.mode == "lexical":
         return lexical
-    if app.config["RAG_HYBRID_FUSION"] == "weighted":
-        return fuse_weighted(dense[:candidates], lexical[:candidates], float(app.config["RAG_HYBRID_DENSE_WEIGHT"]))
-    return fuse([dense[:candidates], lexical[:candidates]], int(app.config["RAG_RRF_K"]))
+    return hybrid(dense[:candidates], lexical[:candidates], str(app.config["RAG_HYBRID_FUSION"]),
+                  float(app.config["RAG_HYBRID_DENSE_WEIGHT"]), int(app.config["RAG_RRF_K"]))
+
+
+def hybrid(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], fusion: str = "weighted",
+           dense_weight: float = 0.6, rrf_k: int = 60) -> list[tuple[int, float]]:
+    """Both rankers' candidates in one ranking, as RAG_HYBRID_FUSION says."""
+    if fusion == "rrf":
+        return fuse([dense, lexical], rrf_k)
+    return fuse_weighted(dense, lexical, dense_weight)
 
 
 def fuse(rankings: Iterable[list[tuple[int, float]]], k: int = 60) -> list[tuple[int, float]]:
@@ -160,15 +168,26 @@ def fuse(rankings: Iterable[list[tuple[int, float]]], k: int = 60) -> list[tuple
 
 def fuse_weighted(dense: list[tuple[int, float]], lexical: list[tuple[int, float]],
                   dense_weight: float = 0.6) -> list[tuple[int, float]]:
-    """Convex combination of min-max normalised scores (a hit missing from one list scores 0 there)."""
+    """Convex combination of standardised scores: dense_weight * z(cosine) + (1 - dense_weight) * z(BM25).
+
+    Each ranker's scores become z-scores over its own candidates, which puts cosine similarity and the
+    unbounded BM25 on one scale and keeps how far apart the hits are (rank fusion forgets that); a hit
+    missing from one list takes that list's lowest z-score there, since it scored below its cut-off."""
     scores: dict[int, float] = {}
+    floors: list[tuple[set[int], float]] = []
     for ranking, weight in ((dense, dense_weight), (lexical, 1.0 - dense_weight)):
         if not ranking:
             continue
-        values = [score for _, score in ranking]
-        low, span = min(values), (max(values) - min(values)) or 1.0
-        for vector_id, score in ranking:
-            scores[vector_id] = scores.get(vector_id, 0.0) + weight * (score - low) / span
+        values = np.fromiter((score for _, score in ranking), dtype=np.float64, count=len(ranking))
+        mean, spread = float(values.mean()), float(values.std()) or 1.0
+        for (vector_id, _score), value in zip(ranking, values, strict=True):
+            scores[vector_id] = scores.get(vector_id, 0.0) + weight * (float(value) - mean) / spread
+        floors.append(({vector_id for vector_id, _ in ranking}, weight * (float(values.min()) - mean) / spread))
+    if len(floors) == 2:
+        for present, floor in floors:
+            for vector_id in scores:
+                if vector_id not in present:
+                    scores[vector_id] += floor
     return sorted(scores.items(), key=lambda item: -item[1])
 
 
@@ -188,29 +207,34 @@ def search(query: Query) -> dict[str, Any]:
     return {"results": results, "total": len(results), "query_time": round(time.perf_counter() - started, 6)}
 
 
+_RESULT_COLUMNS = (RagChunk.vector_id, RagChunk.owner_id, RagChunk.active, RagChunk.id, RagChunk.content,
+                   RagChunk.meta, RagChunk.path, RagChunk.source_type, RagChunk.document_id, RagChunk.collection_id,
+                   RagChunk.language, RagChunk.symbol, RagChunk.start_line, RagChunk.end_line, RagDocument.source)
+
+
 def _results(owner_id: str, ranked: list[tuple[int, float]]) -> list[dict[str, Any]]:
     if not ranked:
         return []
+    # Looked up by vector id alone, so both backends use its unique index (with the owner in the WHERE clause,
+    # SQLite's planner walked the owner's index: every chunk of the user); owner and state are checked here.
+    # Only the columns a result shows are read (not the stored embedding).
     rows = db.session.execute(
-        sa.select(RagChunk, RagDocument.source, RagDocument.meta)
-        .join(RagDocument, RagDocument.id == RagChunk.document_id)
-        .where(RagChunk.vector_id.in_([vector_id for vector_id, _ in ranked]), RagChunk.owner_id == owner_id,
-               RagChunk.active.is_(True))).all()
-    by_id = {row[0].vector_id: row for row in rows}
+        sa.select(*_RESULT_COLUMNS).join(RagDocument, RagDocument.id == RagChunk.document_id)
+        .where(RagChunk.vector_id.in_([vector_id for vector_id, _ in ranked]))).all()
+    by_id = {row.vector_id: row for row in rows if row.owner_id == owner_id and row.active}
     results = []
     for vector_id, score in ranked:
         row = by_id.get(vector_id)
         if row is None:
             continue  # removed since the index version was published
-        chunk, source, document_meta = row
-        metadata = {**(chunk.meta or {})}
+        metadata = {**(row.meta or {})}
         metadata.update({
-            "source": chunk.path or source, "source_type": chunk.source_type, "chunk_id": chunk.id,
-            "document_id": chunk.document_id, "collection_id": chunk.collection_id, "path": chunk.path,
-            "language": chunk.language, "symbol": chunk.symbol, "start_line": chunk.start_line,
-            "end_line": chunk.end_line,
+            "source": row.path or row.source, "source_type": row.source_type, "chunk_id": row.id,
+            "document_id": row.document_id, "collection_id": row.collection_id, "path": row.path,
+            "language": row.language, "symbol": row.symbol, "start_line": row.start_line,
+            "end_line": row.end_line,
         })
-        results.append({"content": chunk.content, "score": round(float(score), 6), "metadata": metadata})
+        results.append({"content": row.content, "score": round(float(score), 6), "metadata": metadata})
     return results
 
 

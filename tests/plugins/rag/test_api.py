@@ -94,6 +94,23 @@ def test_code_indexing_filters_by_language_path_source_type_and_metadata(rag_app
     assert paths(search(client, alice, "gunicorn gevent workers", mode="lexical", limit=1)) == ["docs/deploy.md"]
 
 
+def test_hybrid_search_finds_a_function_by_the_words_of_its_name(rag_app, client, alice):
+    files = [
+        {"path": "src/config.py", "content": (
+            "import yaml\n\n\ndef parse_config_file(path):\n    with open(path) as handle:\n"
+            "        return yaml.safe_load(handle)\n")},
+        {"path": "src/cli.py", "content": (
+            "import argparse\n\n\ndef parse_arguments(argv):\n    parser = argparse.ArgumentParser()\n"
+            "    parser.add_argument('--config', help='a settings file')\n    return parser.parse_args(argv)\n")},
+        {"path": "src/files.py", "content": (
+            "def read_file(path):\n    # the whole file, to parse later\n    with open(path) as handle:\n"
+            "        return handle.read()\n")}]
+    index(rag_app, client, alice, files)
+    for mode in ("hybrid", "lexical"):
+        found = search(client, alice, "parse config file", mode=mode, limit=3)
+        assert paths(found)[0] == "src/config.py", (mode, found)
+
+
 def test_reindexing_skips_unchanged_files_and_embeds_only_new_text(rag_app, client, alice):
     first = index(rag_app, client, alice, FILES)
     again = index(rag_app, client, alice, FILES)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from plugins.rag.index_store import IndexStore, Snapshot
-from plugins.rag.lexical import Bm25Index, tokenize
+from plugins.rag.lexical import Bm25Index, document_terms, tokenize
 from plugins.rag.vector_index import IndexSettings, VectorIndex
 
 
@@ -17,6 +17,33 @@ def test_tokenizer_understands_code_identifiers():
     tokens = tokenize("def getUserName(user_id): return HTTPServer.parse_queries()")
     assert {"get", "user", "name", "getusername", "id", "http", "server", "parse", "query"} <= set(tokens)
     assert "the" not in tokenize("the user and the server")
+
+
+CONFIG_CODE = [
+    "def parse_config_file(path):\n    with open(path) as handle:\n        return yaml.safe_load(handle)\n",
+    # the same words, in the body of functions named for something else
+    "def load_settings(path):\n    # parse the config file, then the environment\n"
+    "    config = parse_config_file(path)\n    config.update(parse_environment())\n    return config\n",
+    "def read_file(path):\n    data = open(path).read()  # file contents, parse later\n    return data\n",
+    "def write_config(config, path):\n    with open(path, 'w') as file:\n        yaml.dump(config, file)\n",
+    "class ConfigFileError(Exception):\n    pass\n",
+    "def parse_arguments(argv):\n    parser = make_parser()\n    return parser.parse_args(argv)\n",
+]
+
+
+def test_a_query_in_words_finds_the_function_named_for_it():
+    index = Bm25Index().add_remove(list(range(1, len(CONFIG_CODE) + 1)), CONFIG_CODE, ())
+    assert index.search("parse config file", 3)[0][0] == 1
+    assert index.search("parseConfigFile", 3)[0][0] == 1  # camelCase finds snake_case
+    assert index.search("config file error", 3)[0][0] == 5
+
+
+def test_definition_names_weigh_more_but_prose_is_left_alone():
+    assert document_terms("def parse_config(path):\n    pass").count("config") == 3
+    assert document_terms("func (s *Server) Open() error {").count("open") == 3
+    assert document_terms("class HTTPServer extends Base {").count("server") == 3
+    prose = "This function returns the class of a module in the given order"
+    assert document_terms(prose) == tokenize(prose)
 
 
 def test_bm25_ranks_adds_removes_and_filters():
@@ -137,3 +164,18 @@ def test_fusion_rewards_agreement_between_dense_and_lexical():
     assert [i for i, _ in fuse([dense, lexical])][:2] == [2, 1]  # in both lists, near the top of both
     weighted = fuse_weighted(dense, lexical, 0.6)
     assert weighted[0][0] == 2 and {i for i, _ in weighted} == {1, 2, 3, 4}
+
+
+def test_weighted_fusion_keeps_score_gaps_and_follows_the_weight():
+    from plugins.rag.search import fuse, fuse_weighted, hybrid
+
+    # Dense barely prefers 1 over 2; lexical strongly prefers 2: scores decide what ranks alone cannot.
+    dense = [(1, 0.61), (2, 0.60), (3, 0.30), (4, 0.29)]
+    lexical = [(2, 20.0), (1, 5.0), (4, 4.5), (3, 4.0)]
+    assert fuse([dense, lexical])[0][1] == fuse([dense, lexical])[1][1]  # a tie for ranks
+    assert fuse_weighted(dense, lexical, 0.6)[0][0] == 2
+    assert fuse_weighted(dense, lexical, 1.0)[0][0] == 1 and fuse_weighted(dense, lexical, 0.0)[0][0] == 2
+    assert [i for i, _ in fuse_weighted(dense, [], 0.6)] == [1, 2, 3, 4]  # one ranker only: its order
+    assert fuse_weighted([], [], 0.6) == []
+    assert hybrid(dense, lexical)[0][0] == 2  # the default: weighted
+    assert hybrid(dense, lexical, "rrf") == fuse([dense, lexical])
