@@ -16,6 +16,7 @@ against about 20 us for the same check made directly.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -26,7 +27,7 @@ from typing import Any
 from flask import Flask, current_app, g, has_app_context, request
 from flask.wrappers import Response
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage, RedisStorage, storage_from_string
+from limits.storage import SCHEMES, MemoryStorage, RedisStorage, storage_from_string
 from limits.strategies import STRATEGIES, RateLimiter
 from limits.util import WindowStats
 
@@ -180,20 +181,40 @@ class Budgets:
     MAX_LEASES = 100_000
     MAX_SHARE = 100  # at least one round trip per 100 admissions per process
 
-    def __init__(self, app: Flask, strategy: RateLimiter, prefix: str) -> None:
+    def __init__(self, app: Flask, make_storage: Callable[[], Any], prefix: str, leasable: bool) -> None:
         self.app = app
-        self.strategy = strategy
-        storage = getattr(strategy, "storage", None)
-        leasable = isinstance(storage, _OneTripRedisStorage) and app.config["RATELIMIT_STRATEGY"] == "fixed-window"
+        self._make_storage = make_storage
+        self._kind = STRATEGIES[app.config["RATELIMIT_STRATEGY"]]
+        self._strategies: tuple[int, RateLimiter, RateLimiter] | None = None  # (pid, configured, fallback)
+        leasable = leasable and app.config["RATELIMIT_STRATEGY"] == "fixed-window"
         self.lease_fraction = float(app.config["RATELIMIT_LEASE"]) if leasable else 0.0
         self.leases: OrderedDict[str, _Lease] = OrderedDict()
         self.lease_lock = threading.Lock()
-        self.fallback = STRATEGIES[app.config["RATELIMIT_STRATEGY"]](MemoryStorage())
         self.prefix = prefix
         self.groups: dict[str, GroupProvider] = {}
         self.dead_until = 0.0
         self._plans: dict[tuple[str | None, str], tuple[bool, str | None]] = {}
         self._parsed: dict[str, list[RateLimitItem]] = {}
+
+    def _open(self) -> tuple[int, RateLimiter, RateLimiter]:
+        # Made in the serving process: limits' memory storage starts a timer thread when it is
+        # created, which must not be made in gunicorn's master and inherited by forked workers.
+        found = self._strategies
+        if found is None or found[0] != os.getpid():
+            with self.lease_lock:
+                found = self._strategies
+                if found is None or found[0] != os.getpid():
+                    found = (os.getpid(), self._kind(self._make_storage()), self._kind(MemoryStorage()))
+                    self._strategies = found
+        return found
+
+    @property
+    def strategy(self) -> RateLimiter:
+        return self._open()[1]
+
+    @property
+    def fallback(self) -> RateLimiter:
+        return self._open()[2]
 
     def plan(self) -> tuple[bool, str | None]:
         """(exempt, group) of the view serving this request, worked out once per endpoint and method."""
@@ -347,9 +368,13 @@ def init_app(app: Flask) -> None:
 
         raise ConfigError(f"LUNAOS_RATELIMIT_STRATEGY: one of {', '.join(sorted(STRATEGIES))}")
     options = {"socket_timeout": 2, "socket_connect_timeout": 2} if config.get("REDIS_URL") else {}
-    storage = storage_from_string(_storage_uri(config["RATELIMIT_STORAGE_URI"]), **options)
-    strategy = STRATEGIES[config["RATELIMIT_STRATEGY"]](storage)
-    app.extensions["lunaos.budgets"] = Budgets(app, strategy, config["REDIS_KEY_PREFIX"] + "rl")
+    uri = _storage_uri(config["RATELIMIT_STORAGE_URI"])
+    if uri.partition("://")[0] not in SCHEMES:  # stop start-up here, not at the first request
+        from .config import ConfigError
+
+        raise ConfigError(f"LUNAOS_RATELIMIT_STORAGE_URI: no rate-limit storage for {uri.partition(':')[0]!r}")
+    app.extensions["lunaos.budgets"] = Budgets(app, lambda: storage_from_string(uri, **options),
+                                               config["REDIS_KEY_PREFIX"] + "rl", uri.startswith("lunaos+"))
     if config["RATELIMIT_ENABLED"]:
         app.before_request(_check)
         app.after_request(_inject_headers)

@@ -60,6 +60,11 @@ def test_gunicorn_gevent_workers_serve_the_middleware_and_live_job_events(make_a
                 from error
         finally:
             forget_rq_state(redis_client, app)
+        # Our logging set-up must not break gunicorn's own lines, and nothing made in the master
+        # (timer threads) may fail in the forked workers.
+        logs = server.logs()
+        assert "Booting worker with pid" in logs
+        assert "--- Logging error ---" not in logs and "KeyError" not in logs, logs
 
 
 def _exercise(client: Client, app: Any, worker: str, redis_url: str, redis_client: Any) -> None:
