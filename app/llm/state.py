@@ -181,6 +181,20 @@ return verdict
 """
 
 
+# A call that succeeded: its in-flight mark off (when it has one), the latency into the moving
+# average, the breaker closed. KEYS: in-flight set, latency hash, breaker hash, probe key.
+# ARGV: member or "", provider, ms, weight.
+_SUCCESS = """
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+local old = redis.call('HGET', KEYS[2], ARGV[2])
+local value = tonumber(ARGV[3])
+if old then value = tonumber(old) + tonumber(ARGV[4]) * (value - tonumber(old)) end
+redis.call('HSET', KEYS[2], ARGV[2], tostring(value))
+redis.call('DEL', KEYS[3], KEYS[4])
+return 1
+"""
+
+
 @dataclass
 class RedisState:
     client: Redis
@@ -192,6 +206,7 @@ class RedisState:
         self._ewma = self.client.register_script(_EWMA)
         self._failure = self.client.register_script(_FAILURE)
         self._enter = self.client.register_script(_ENTER)
+        self._success = self.client.register_script(_SUCCESS)
         self._sweep_at = 0.0
 
     def _k(self, *parts: str) -> str:
@@ -279,20 +294,17 @@ class RedisState:
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         return verdict, (None if verdict == "open" else ticket)
 
-    def _succeeded(self, pipe: Any, provider: str, ms: float) -> None:
-        self._ewma(keys=[self._k("latency")], args=[provider, f"{ms:.3f}", EWMA_WEIGHT], client=pipe)
-        pipe.delete(self._k("breaker", provider), self._k("probe", provider))
+    def _succeeded(self, provider: str, ms: float, member: str = "") -> None:
+        # One script call: a registered script in a pipeline would first ask SCRIPT EXISTS each time.
+        self._success(keys=[self._k("inflight", provider), self._k("latency"), self._k("breaker", provider),
+                            self._k("probe", provider)],
+                      args=[member, provider, f"{ms:.3f}", EWMA_WEIGHT])
 
     def succeeded(self, provider: str, ms: float) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        self._succeeded(pipe, provider, ms)
-        pipe.execute()
+        self._succeeded(provider, ms)
 
     def complete(self, ticket: Ticket, ms: float) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(self._k("inflight", ticket.provider), ticket.member)
-        self._succeeded(pipe, ticket.provider, ms)
-        pipe.execute()
+        self._succeeded(ticket.provider, ms, ticket.member)
 
     def reset(self) -> None:
         keys = list(self.client.scan_iter(match=self.prefix + "*", count=500))
