@@ -1,4 +1,6 @@
-"""Jobs: the `jobs` table, `@task` registry, `enqueue()`, the runner, the RQ worker and the reaper.
+"""Jobs: the `jobs` table, `@task` registry, `enqueue()` and the runner.
+
+The RQ worker and `flask jobs` are in app/job_worker.py, the reaper in app/job_reaper.py.
 
 A job is a row first. `enqueue()` commits it, then hands `(job_id, attempt)` to
 RQ when `REDIS_URL` is set (run by `flask worker`) or to a bounded in-process
@@ -33,24 +35,19 @@ what makes that recoverable. Run several workers for parallelism.
 """
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import math
 import os
 import queue as queue_lib
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-import click
 import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
-from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import health, logs, redis_client, sse
@@ -317,6 +314,8 @@ def _dispatch(app: Flask, job: Job, attempt: int) -> None:
         _runtime(app).submit(job.id, attempt)
         return
     from rq import Callback, Queue
+
+    from . import job_reaper
     from rq.serializers import JSONSerializer
 
     queue = Queue(app.config["JOBS_QUEUE"], connection=client, serializer=JSONSerializer)
@@ -330,7 +329,7 @@ def _dispatch(app: Flask, job: Job, attempt: int) -> None:
         result_ttl=RQ_RESULT_TTL,
         failure_ttl=RQ_FAILURE_TTL,
         description=f"{job.kind} {job.id} attempt {attempt}",
-        on_failure=Callback(on_rq_failure),
+        on_failure=Callback(job_reaper.on_rq_failure),
     )
 
 
@@ -577,12 +576,14 @@ class _Runtime:
                 self._thread.start()
 
     def _loop(self) -> None:
+        from . import job_reaper  # it imports this module
+
         config = self.app.config
         in_process = not config.get("REDIS_URL")
         with self.app.app_context():
             while True:
                 if in_process and time.monotonic() - self.last_reap >= float(config["JOBS_REAP_INTERVAL"]):
-                    self._safely(reap, self.app)
+                    self._safely(job_reaper.reap, self.app)
                 self._safely(self._flush_progress)
                 if time.monotonic() - self._last_heartbeat >= float(config["JOBS_HEARTBEAT_SECONDS"]):
                     self._last_heartbeat = time.monotonic()
@@ -667,231 +668,6 @@ def wait_idle(app: Flask | None = None, timeout: float = 30.0) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reaping
-
-
-@dataclass
-class ReapReport:
-    requeued: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    adopted: list[str] = field(default_factory=list)
-
-    def record(self, outcome: str | None, job_id: str) -> None:
-        if outcome == "requeued" or outcome == "redispatched":
-            self.requeued.append(job_id)
-        elif outcome in ("failed", "cancelled"):
-            self.failed.append(job_id)
-
-    def __str__(self) -> str:
-        return f"{len(self.failed)} failed, {len(self.requeued)} re-queued, {len(self.adopted)} adopted"
-
-
-_current_report: contextvars.ContextVar[ReapReport | None] = contextvars.ContextVar("lunaos_reap", default=None)
-
-
-def _recover(app: Flask, job_id: str, attempt: int, reason: str) -> str | None:
-    """A worker stopped while it held attempt `attempt`: re-queue or fail the row."""
-    job = db.session.get(Job, job_id, populate_existing=True)
-    outcome: str | None = None
-    if job is None:
-        return None
-    if job.status == RUNNING and job.attempts == attempt:
-        outcome = _fail_or_retry(app, job_id, attempt, reason)
-    elif job.status == QUEUED and job.attempts == attempt - 1 and app.config.get("REDIS_URL"):
-        # The worker died between taking the RQ job and starting it: nothing ran, queue it again.
-        again = _transition(app, job_id, [Job.status == QUEUED, Job.attempts == attempt - 1], heartbeat_at=utcnow())
-        if again is not None:
-            outcome = "redispatched" if _redispatch(app, again, attempt) else "failed"
-    if outcome is not None:
-        log.warning("job %s attempt %d: %s -> %s", job_id, attempt, reason, outcome)
-    report = _current_report.get()
-    if report is not None:
-        report.record(outcome, job_id)
-    return outcome
-
-
-def on_rq_failure(rq_job: Any, connection: Any, exc_type: type[BaseException] | None,
-                  exc_value: BaseException | None, traceback: Any) -> None:
-    """RQ failure callback: RQ found the job abandoned, or our runner itself crashed."""
-    from rq.exceptions import AbandonedJobError
-    from rq.timeouts import JobTimeoutException
-
-    try:
-        job_id, attempt = str(rq_job.args[0]), int(rq_job.args[1])
-    except (IndexError, TypeError, ValueError):
-        return
-    if not has_app_context():
-        log.warning("job %s: RQ reported %s outside the app; the reaper will recover it", job_id,
-                    getattr(exc_type, "__name__", exc_type))
-        return
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if exc_type is not None and issubclass(exc_type, AbandonedJobError):
-        reason = "worker lost: the worker running this job stopped before it finished"
-    elif exc_type is not None and issubclass(exc_type, JobTimeoutException):
-        reason = "timed out"
-    else:
-        reason = describe(exc_value) if exc_value is not None else "the worker failed to run this job"
-    try:
-        _recover(app, job_id, attempt, reason)
-    finally:
-        db.session.remove()
-
-
-def reap(app: Flask | None = None) -> ReapReport:
-    """Recover jobs whose worker died. Safe to run anywhere, any number of times, concurrently."""
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    _runtime(app).last_reap = time.monotonic()  # the background reaper need not repeat this one at once
-    report = ReapReport()
-    token = _current_report.set(report)
-    try:
-        with app.app_context():
-            client = redis_client.client(app)
-            if client is not None:
-                _reap_rq(app, client)
-            cutoff = utcnow() - timedelta(seconds=float(app.config["JOBS_STALE_AFTER"]))
-            stale = db.session.execute(
-                sa.select(Job.id, Job.attempts, Job.status)
-                .where(Job.status.in_(ACTIVE), Job.heartbeat_at < cutoff)
-                .order_by(Job.heartbeat_at)
-                .limit(REAP_BATCH)
-            ).all()
-            db.session.rollback()
-            reason = f"worker lost: no heartbeat for more than {app.config['JOBS_STALE_AFTER']:g} seconds"
-            for job_id, attempts, status in stale:
-                if status == RUNNING:
-                    _recover(app, job_id, attempts, reason)
-                elif client is None:
-                    # In-process: the process that queued it is gone; this one takes it over.
-                    adopted = _transition(app, job_id, [Job.status == QUEUED, Job.attempts == attempts,
-                                                        Job.heartbeat_at < cutoff], heartbeat_at=utcnow())
-                    if adopted is not None:
-                        _dispatch(app, adopted, attempts + 1)
-                        report.adopted.append(job_id)
-            db.session.remove()
-    finally:
-        _current_report.reset(token)
-    return report
-
-
-def _reap_rq(app: Flask, client: Any) -> None:
-    """Let RQ find abandoned executions; it calls `on_rq_failure` for each of them."""
-    from rq.registry import StartedJobRegistry
-    from rq.serializers import JSONSerializer
-    from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
-
-    # RQ runs callbacks under a death penalty; the SIGALRM one works only in the main thread.
-    penalty = UnixSignalDeathPenalty if threading.current_thread() is threading.main_thread() else TimerDeathPenalty
-    registry = StartedJobRegistry(app.config["JOBS_QUEUE"], connection=client, serializer=JSONSerializer,
-                                  death_penalty_class=penalty)
-    registry.cleanup()
-
-
-# ---------------------------------------------------------------------------------------------
-# The RQ worker
-
-
-def _worker_class() -> type:
-    from rq.worker import SimpleWorker, WorkerStatus
-
-    class LunaWorker(SimpleWorker):
-        """Runs jobs in-process (see the module docstring) and keeps RQ heartbeats alive meanwhile.
-
-        A plain SimpleWorker does not heartbeat while a job runs, so RQ would
-        give a dead worker's job up only after its whole timeout. Here a
-        thread renews the execution every JOBS_HEARTBEAT_SECONDS with a TTL
-        of JOBS_ABANDONED_AFTER, so a killed worker is noticed that soon.
-        """
-
-        def __init__(self, *args: Any, app: Flask, **kwargs: Any):
-            self.app = app
-            self.heartbeat_seconds = float(app.config["JOBS_HEARTBEAT_SECONDS"])
-            self.abandoned_after = int(math.ceil(float(app.config["JOBS_ABANDONED_AFTER"])))
-            super().__init__(*args, **kwargs)
-
-        def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
-            return self.abandoned_after
-
-        def execute_job(self, job: Any, queue: Any) -> None:
-            execution = self.prepare_execution(job)
-            stop = threading.Event()
-            beat = threading.Thread(target=self._beat, args=(job, execution, stop), name="rq-heartbeat",
-                                    daemon=True)
-            beat.start()
-            try:
-                self.perform_job(job, queue, execution)
-            finally:
-                stop.set()
-                beat.join()
-            self.set_state(WorkerStatus.IDLE)
-
-        def _beat(self, job: Any, execution: Any, stop: threading.Event) -> None:
-            while not stop.wait(self.heartbeat_seconds):
-                try:
-                    self.maintain_heartbeats(job, execution)
-                except Exception as error:
-                    self.log.warning("heartbeat for job %s failed: %s", job.id, error)
-
-        def run_maintenance_tasks(self) -> None:
-            super().run_maintenance_tasks()
-            try:
-                report = reap(self.app)
-                if report.failed or report.requeued or report.adopted:
-                    self.log.info("reaper: %s", report)
-            except Exception:
-                self.log.exception("job reaper failed")
-
-    return LunaWorker
-
-
-@click.command("worker")
-@click.option("--burst", is_flag=True, help="Run until the queues are empty, then exit.")
-@click.option("--queue", "-q", "queues", multiple=True, help="Queue to listen on (repeatable). Default: JOBS_QUEUE.")
-@click.option("--name", default=None, help="Worker name (default: <queue>.<host>.<pid>).")
-@click.option("--max-jobs", type=int, default=None, help="Exit after this many jobs.")
-@with_appcontext
-def worker_command(burst: bool, queues: tuple[str, ...], name: str | None, max_jobs: int | None) -> None:
-    """Run an RQ worker for LunaOS jobs (needs REDIS_URL)."""
-    from redis import Redis
-    from rq.serializers import JSONSerializer
-
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    url = app.config.get("REDIS_URL")
-    if not url:
-        raise click.ClickException(
-            "flask worker needs Redis: set LUNAOS_REDIS_URL (without it, jobs run inside the web server)"
-        )
-    names = list(queues) or [app.config["JOBS_QUEUE"]]
-    reap_interval = max(1, int(float(app.config["JOBS_REAP_INTERVAL"])))
-    worker = _worker_class()(
-        names,
-        name=name or f"{names[0]}.{socket.gethostname()}.{os.getpid()}",
-        connection=Redis.from_url(url),  # its own: RQ adjusts the socket timeout of the pool it is given
-        serializer=JSONSerializer,
-        app=app,
-        maintenance_interval=reap_interval,
-        # RQ blocks on the queue for worker_ttl - 15 s; this makes it come back for maintenance in time.
-        worker_ttl=reap_interval + 15,
-    )
-    worker.work(burst=burst, max_jobs=max_jobs, logging_level=app.config.get("LOG_LEVEL", "INFO"))
-
-
-jobs_cli = AppGroup("jobs", help="Inspect and maintain background jobs.")
-
-
-@jobs_cli.command("reap")
-def reap_command() -> None:
-    """Re-queue or fail jobs whose worker died (workers also do this periodically)."""
-    report = reap()
-    click.echo(f"reaped: {report}")
-    for job_id in report.failed:
-        click.echo(f"  failed    {job_id}")
-    for job_id in report.requeued:
-        click.echo(f"  re-queued {job_id}")
-    for job_id in report.adopted:
-        click.echo(f"  adopted   {job_id}")
-
-
-# ---------------------------------------------------------------------------------------------
 # Health and wiring
 
 
@@ -936,6 +712,7 @@ def _poke() -> None:
 
 def init_app(app: Flask) -> None:
     from . import jobs_api, openapi
+    from .job_worker import jobs_cli, worker_command
 
     _check_config(app)
     health.register(app, "queue", _queue_health)
@@ -945,3 +722,16 @@ def init_app(app: Flask) -> None:
     if not app.config.get("REDIS_URL"):
         # In-process mode has no worker maintenance: the serving process reaps (in the background).
         app.before_request(_poke)
+
+
+_REAPER_NAMES = ("reap", "on_rq_failure", "ReapReport")
+
+
+def __getattr__(name: str) -> Any:
+    # The reaper lives in app/job_reaper.py (it imports this module); `tasks.reap` and the RQ
+    # callback path `app.tasks.on_rq_failure` of jobs queued by earlier releases still resolve.
+    if name in _REAPER_NAMES:
+        from . import job_reaper
+
+        return getattr(job_reaper, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
