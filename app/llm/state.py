@@ -405,6 +405,9 @@ class SharedState:
         if ticket.backend == "memory":
             self.memory.end(ticket)
             return
+        # The ticket's mark may still be queued (see enter): removing it first would let the
+        # mark land afterwards and count a finished request until its lease ran out.
+        self._deferred.drain()
         try:
             assert self.redis is not None
             self.redis.end(ticket)

@@ -147,3 +147,20 @@ def test_a_breaker_opened_elsewhere_ends_closed_verdicts_known_here(two_apps):
         result = llm.chat(ask())
         assert [(a.provider, a.outcome) for a in result.attempts] == [("a", "skipped"), ("b", "ok")]
         assert llm.router().by_name["a"].calls == 3
+
+
+def test_a_short_stream_leaves_no_mark_behind(make_app, redis_url, redis_client, echo_kind):
+    """With the breaker known closed, the in-flight mark is written off the request path; a stream
+    that ends before the mark was written must still not leave it counted."""
+    app = make_app(REDIS_URL=redis_url, LLM_PROVIDERS=[{"name": "a", "type": "echo"}])
+    with app.app_context():
+        state = llm.router().state
+        state.bus.version("warm", "up")
+        wait_until(lambda: state.bus.healthy, timeout=5, message="the invalidation listener")
+        llm.chat(ask())  # Redis says closed: later calls take the fast path
+        for _ in range(20):
+            stream = llm.stream(ask("abc"))
+            list(stream)
+        assert status_of(app, "a")["active_requests"] == 0
+        members = redis_client.zrange(state.redis._k("inflight", "a"), 0, -1)
+        assert members == []
