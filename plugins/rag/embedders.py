@@ -38,6 +38,21 @@ class Embedder(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    # Optional: `load()` makes the model ready (see `prepare`).
+
+
+def prepare(embedder: Embedder) -> Embedder:
+    """Load the embedder's model on the calling (serving) thread, before work goes to a pool thread.
+
+    Under gevent, loading must not happen in a pool thread: transformers starts threads while it
+    loads weights, and a thread started from a pool thread is a greenlet of a hub that never runs
+    (the load hangs). On the serving thread it blocks this worker once, for the load itself.
+    """
+    load = getattr(embedder, "load", None)
+    if callable(load):
+        load()
+    return embedder
+
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -98,6 +113,10 @@ class MiniLMEmbedder:
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+    def load(self) -> None:
+        self.tokenizer  # noqa: B018
+        self.model  # noqa: B018
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -28,7 +28,7 @@ from app.extensions import db
 from app.ids import utcnow
 from app.tasks import Job
 
-from . import chunking, runtime
+from . import chunking, embedders, runtime
 from .index_store import Snapshot
 from .models import FAILED, INDEXING, READY, RagChunk, RagCollection, RagDocument, new_vector_id
 from .sources import Extracted, SourceFile, github, url as url_source
@@ -135,7 +135,7 @@ def run(collection_id: str, document_ids: list[str], run_id: str, progress: Prog
                 if progress.cancelled():
                     raise Cancelled()
                 group = missing[start:start + batch]
-                encoded = run_blocking(embedder.encode, [texts[h] for h in group])
+                encoded = run_blocking(embedders.prepare(embedder).encode, [texts[h] for h in group])
                 for h, vector in zip(group, encoded, strict=True):
                     known[h] = np.asarray(vector, dtype=np.float32).tobytes()
                 stats.embedded += len(group)
@@ -210,7 +210,7 @@ def prepare(document: RagDocument, embedder: Any) -> _Prepared:
         try:
             # CPU work goes to a real thread: under gevent an in-process job is a greenlet of the web worker.
             pieces = run_blocking(chunking.chunk, file.text, strategy, language=file.language, budget=budget,
-                                  embedder=embedder,
+                                  embedder=embedders.prepare(embedder),
                                   semantic_percentile=float(current_app.config["RAG_SEMANTIC_PERCENTILE"]))
         except Exception as error:
             log.warning("chunking %s failed", file.path, exc_info=True)

@@ -21,7 +21,7 @@ from app.concurrency import run_blocking
 from app.errors import NotFound, ValidationFailed
 from app.extensions import db
 
-from . import indexing, runtime
+from . import embedders, indexing, runtime
 from .models import RagChunk, RagCollection, RagDocument
 
 MODES = ("hybrid", "dense", "lexical")
@@ -200,6 +200,9 @@ def search(query: Query) -> dict[str, Any]:
     collections = [CollectionRef(c.id, c.embedder, c.dimension, c.index_version)
                    for c in _collections(query.owner_id, query.collection)]
     allowed = {c.id: allowed_ids(query.owner_id, c.id, filters) for c in collections}
+    if query.mode != "lexical":
+        for name in {c.embedder for c in collections}:
+            embedders.prepare(runtime.embedder(name=name))
     db.session.rollback()  # release the connection while the thread works
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     ranked = run_blocking(_rank, app, query, collections, allowed) if collections else []
