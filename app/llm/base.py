@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from .types import ChatRequest, ChatResult, Message, StreamChunk
+from .types import ChatRequest, ChatResult, Message, StreamChunk, Usage
 
 DEFAULT_CONTEXT_WINDOW = 4096
 
@@ -76,6 +76,13 @@ class Provider(ABC):
     def count_prompt_tokens(self, messages: list[Message]) -> int:
         """Tokens of a prompt: its texts plus a few per message for the chat template's role markers."""
         return sum(self.count_tokens(m.content) + 4 for m in messages) + 2
+
+    def estimate_usage(self, request: ChatRequest, completion: str) -> Usage:
+        """Usage counted here, for an upstream that reported none."""
+        completion_tokens = self.count_tokens(completion)
+        if request.max_tokens:  # an estimate, yet never more than the upstream was allowed to return
+            completion_tokens = min(completion_tokens, request.max_tokens)
+        return Usage(self.count_prompt_tokens(request.messages), completion_tokens, estimated=True)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing to release
         """Release clients/models (tests, reconfiguration)."""

