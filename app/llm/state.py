@@ -130,11 +130,12 @@ class MemoryState:
         verdict = self.admit(provider, probe_lease)
         return verdict, (None if verdict == "open" else self.begin(provider, lease))
 
-    def succeeded(self, provider: str, ms: float) -> None:
+    def succeeded(self, provider: str, ms: float, at: float | None = None) -> None:
+        # `at` matters where writes can arrive late from other processes (RedisState); here they are in order.
         self.record_latency(provider, ms)
         self.record_success(provider)
 
-    def complete(self, ticket: Ticket, ms: float) -> None:
+    def complete(self, ticket: Ticket, ms: float, at: float | None = None) -> None:
         self.end(ticket)
         self.succeeded(ticket.provider, ms)
 
@@ -156,6 +157,7 @@ return tostring(value)
 # KEYS: breaker hash, probe key. ARGV: threshold, cooldown seconds, now.
 _FAILURE = """
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('HSET', KEYS[1], 'failed_at', ARGV[3])
 redis.call('DEL', KEYS[2])
 redis.call('EXPIRE', KEYS[1], 86400)
 if failures >= tonumber(ARGV[1]) then
@@ -182,15 +184,18 @@ return verdict
 
 
 # A call that succeeded: its in-flight mark off (when it has one), the latency into the moving
-# average, the breaker closed. KEYS: in-flight set, latency hash, breaker hash, probe key.
-# ARGV: member or "", provider, ms, weight.
+# average, the breaker closed, unless a failure was recorded after this answer came: the
+# success is written off the request path, so it can arrive after another process's newer
+# failure opened the breaker. KEYS: in-flight set, latency hash, breaker hash, probe key.
+# ARGV: member or "", provider, ms, weight, time of the answer.
 _SUCCESS = """
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 local old = redis.call('HGET', KEYS[2], ARGV[2])
 local value = tonumber(ARGV[3])
 if old then value = tonumber(old) + tonumber(ARGV[4]) * (value - tonumber(old)) end
 redis.call('HSET', KEYS[2], ARGV[2], tostring(value))
-redis.call('DEL', KEYS[3], KEYS[4])
+local failed = redis.call('HGET', KEYS[3], 'failed_at')
+if not failed or tonumber(failed) < tonumber(ARGV[5]) then redis.call('DEL', KEYS[3], KEYS[4]) end
 return 1
 """
 
@@ -261,7 +266,7 @@ class RedisState:
 
     def record_failure(self, provider: str, threshold: int, cooldown: float) -> float | None:
         result = self._failure(keys=[self._k("breaker", provider), self._k("probe", provider)],
-                               args=[threshold, cooldown, f"{time.time():.3f}"])
+                               args=[threshold, cooldown, f"{time.time():.6f}"])
         return float(result) if result is not None else None
 
     def _untils(self, providers: list[str]) -> dict[str, float]:
@@ -294,17 +299,17 @@ class RedisState:
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         return verdict, (None if verdict == "open" else ticket)
 
-    def _succeeded(self, provider: str, ms: float, member: str = "") -> None:
+    def _succeeded(self, provider: str, ms: float, at: float | None, member: str = "") -> None:
         # One script call: a registered script in a pipeline would first ask SCRIPT EXISTS each time.
         self._success(keys=[self._k("inflight", provider), self._k("latency"), self._k("breaker", provider),
                             self._k("probe", provider)],
-                      args=[member, provider, f"{ms:.3f}", EWMA_WEIGHT])
+                      args=[member, provider, f"{ms:.3f}", EWMA_WEIGHT, f"{at or time.time():.6f}"])
 
-    def succeeded(self, provider: str, ms: float) -> None:
-        self._succeeded(provider, ms)
+    def succeeded(self, provider: str, ms: float, at: float | None = None) -> None:
+        self._succeeded(provider, ms, at)
 
-    def complete(self, ticket: Ticket, ms: float) -> None:
-        self._succeeded(ticket.provider, ms, ticket.member)
+    def complete(self, ticket: Ticket, ms: float, at: float | None = None) -> None:
+        self._succeeded(ticket.provider, ms, at, ticket.member)
 
     def reset(self) -> None:
         keys = list(self.client.scan_iter(match=self.prefix + "*", count=500))
@@ -491,9 +496,9 @@ class SharedState:
             pass  # not counted in flight elsewhere; its `end` finds nothing to remove
 
     def succeeded(self, provider: str, ms: float) -> None:
-        """Off the request path when Redis is in use (see _Deferred)."""
+        """Off the request path when Redis is in use (see _Deferred), stamped with the answer's time."""
         if self._use_redis():
-            self._deferred.submit(self._call, "succeeded", provider, ms)
+            self._deferred.submit(self._call, "succeeded", provider, ms, time.time())
         else:
             self._call("succeeded", provider, ms)
 
@@ -502,12 +507,12 @@ class SharedState:
             self.memory.end(ticket)
             self.succeeded(ticket.provider, ms)
             return
-        self._deferred.submit(self._complete_redis, ticket, ms)
+        self._deferred.submit(self._complete_redis, ticket, ms, time.time())
 
-    def _complete_redis(self, ticket: Ticket, ms: float) -> None:
+    def _complete_redis(self, ticket: Ticket, ms: float, at: float) -> None:
         try:
             assert self.redis is not None
-            self.redis.complete(ticket, ms)
+            self.redis.complete(ticket, ms, at)
         except (RedisError, OSError) as error:
             self._down_until = time.monotonic() + self.RETRY_AFTER
             log.warning("llm state: Redis failed (%s: %s); using this process's state for %.0fs",

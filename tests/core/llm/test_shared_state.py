@@ -3,6 +3,8 @@ in-flight requests, latencies and cool-downs; a dead process's in-flight marks e
 degrades to this process's state instead of failing requests."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from app import llm
@@ -147,6 +149,22 @@ def test_a_breaker_opened_elsewhere_ends_closed_verdicts_known_here(two_apps):
         result = llm.chat(ask())
         assert [(a.provider, a.outcome) for a in result.attempts] == [("a", "skipped"), ("b", "ok")]
         assert llm.router().by_name["a"].calls == 3
+
+
+def test_a_success_written_late_does_not_close_a_newer_opening(two_apps):
+    """Successes are written off the request path: one that arrives after another instance's newer
+    failure opened the breaker must not close it again; one from after the failure does."""
+    one, two = two_apps(LLM_PROVIDERS=echo_pair(), LLM_FAILURE_THRESHOLD=1, LLM_COOLDOWN_SECONDS=300)
+    with two.app_context():
+        answered = time.time()  # an answer of "a" here, its bookkeeping not written yet
+    with one.app_context():
+        assert llm.router().state.record_failure("a", 1, 300) is not None
+    with two.app_context():
+        shared = llm.router().state.redis
+        shared.succeeded("a", 5.0, answered)
+        assert shared.cooldowns(["a"])["a"] is not None  # still cooling down
+        shared.succeeded("a", 5.0, time.time())  # an answer after the failure: it recovered
+        assert shared.cooldowns(["a"])["a"] is None
 
 
 def test_a_short_stream_leaves_no_mark_behind(make_app, redis_url, redis_client, echo_kind):
