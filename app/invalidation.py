@@ -6,11 +6,16 @@ process's listener bumps a local version for that key, so the next lookup
 there reloads. Callers compare `version(topic, key)` with the version they
 cached under.
 
-"Next request" holds within a process too: a message reaches every subscriber's
-socket before PUBLISH returns to the writer, so `version()` first checks (one
-non-blocking poll) whether the listener has unread or half-handled messages and
-waits briefly for it to catch up, rather than answer from a cache that a change
-already in flight is about to invalidate.
+"Next request" holds at once, not after a listener got round to it:
+- PUBLISH can return to the writer before Redis has written the message to the
+  subscribers' sockets (it writes them all in one pass, in no set order). So
+  `publish()` waits until its own process's listener (started if need be)
+  hears the message back, a fraction of a millisecond: by then the other
+  subscribers' sockets hold it too.
+- `version()` first checks (one non-blocking poll) whether the listener has
+  unread or half-handled messages and waits briefly for it to catch up, rather
+  than answer from a cache that a change already received is about to
+  invalidate.
 
 Messages are fire-and-forget: a listener that loses its connection may have
 missed some. So `healthy` is false from the moment the connection drops until
@@ -51,6 +56,7 @@ class Invalidation:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None  # the listener's connection, polled by lookups
         self._handling = False  # the listener has read messages it has not applied yet
+        self._heard: defaultdict[tuple[str, str], int] = defaultdict(int)  # messages received, per key
 
     def version(self, topic: str, key: str) -> str:
         self._ensure_listener()
@@ -74,8 +80,22 @@ class Invalidation:
     def publish(self, topic: str, key: str) -> None:
         """Tell every process (this one at once) that `key` of `topic` changed."""
         self._bump(topic, key)
-        if self.client is not None:
-            self.client.publish(self.channel, f"{topic}\x00{key}")
+        if self.client is None:
+            return
+        # Our own listener hearing it back is the sign that every subscriber's socket holds it (see
+        # the module's docstring); so it must be listening first. Both waits are bounded.
+        self._ensure_listener()
+        self._wait(lambda: self.healthy)
+        heard = self._heard[(topic, key)]
+        self.client.publish(self.channel, f"{topic}\x00{key}")
+        if self.healthy:
+            self._wait(lambda: self._heard[(topic, key)] != heard or not self.healthy)
+
+    @staticmethod
+    def _wait(done: Any) -> None:
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.0002)
 
     def _bump(self, topic: str, key: str) -> None:
         with self._lock:
@@ -113,10 +133,12 @@ class Invalidation:
             with self._lock:
                 self.generation += 1
                 self.versions.clear()
+                self._heard.clear()  # a publisher waiting on a count sees it move and stops waiting
             self.healthy = True
         elif message["type"] == "message":
             topic, _, key = message["data"].decode().partition("\x00")
             self._bump(topic, key)
+            self._heard[(topic, key)] += 1
 
 
 _POLL_SELECT: Any = None
