@@ -2,10 +2,14 @@
 
     python -m bench.gateway                       # 300 chats + 200 streams per path
     python -m bench.gateway --requests 100 --streams 50 --json bench/results/gateway.json
+    python -m bench.gateway --upstream canned     # an upstream that answers at once: the gateway's own cost
     python -m bench.gateway --upstream-url http://127.0.0.1:8080/v1 --model my-model
 
 In one run it starts (unless `--upstream-url` names one) llama-cpp-python's
-OpenAI-compatible server over the SmolLM2 GGUF, and LunaOS under gunicorn (the
+OpenAI-compatible server over the SmolLM2 GGUF (or, with `--upstream canned`,
+bench/canned_upstream.py, whose answer takes no time, so the model's own
+variation from request to request does not blur the few milliseconds being
+measured), and LunaOS under gunicorn (the
 project's gunicorn.conf.py, gevent workers, Redis for limits and key checks,
 SQLite) configured with that server as its only provider. A user is created with
 the CLI and an API key with the `ai:use` scope through the API, as an operator
@@ -45,13 +49,14 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.auth import PASSWORD, UNLIMITED, AuthResources, _post
 from bench._load import _CLK_TCK, _proc_ticks
-from bench.http import ROOT, Server, SetupError
+from bench.http import ROOT, Server, SetupError, _free_port
 
 GOAL_P50_MS = 3.0
 GOAL_P99_MS = 10.0
@@ -156,10 +161,41 @@ def _lunaos_text(line: str) -> bool:
 # ----------------------------------------------------------------------------- set-up
 
 
+class CannedUpstream:
+    """bench/canned_upstream.py in a process of its own (it must not share the benchmark's CPU time)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.canned_upstream", "--port", str(self.port)],
+                                     cwd=ROOT, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/models", timeout=1):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        self.stop()
+        raise SetupError("the canned upstream did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def start_upstream(args: argparse.Namespace, log_dir: Path) -> tuple[str, str, Any]:
-    """(base URL, model, server or None): the given upstream, or llama-cpp-python's server started here."""
+    """(base URL, model, server or None): the given upstream, or one started here (llama.cpp or canned)."""
     if args.upstream_url:
         return args.upstream_url.rstrip("/"), args.model, None
+    if args.upstream == "canned":
+        canned = CannedUpstream()
+        return canned.url, "canned", canned
     from tests.support.llm_server import LlamaServer, unavailable_reason
 
     reason = unavailable_reason()
@@ -377,8 +413,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffling")
     parser.add_argument("--worker-class", default="gevent", choices=("gevent", "sync", "gthread"))
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--upstream", choices=("llama", "canned"), default="llama",
+                        help="the upstream started here: llama-cpp-python's server over SmolLM2, or "
+                             "bench/canned_upstream.py (a fixed answer at once: no model time to blur the overhead)")
     parser.add_argument("--upstream-url", help="an OpenAI-compatible base URL (…/v1) to use instead of starting "
-                                               "llama-cpp-python's server")
+                                               "an upstream")
     parser.add_argument("--model", default="smollm2", help="the model to ask for (with --upstream-url)")
     parser.add_argument("--upstream-threads", type=int, default=1, help="threads of the started llama server")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -409,8 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         progress("starting the upstream model server")
         upstream_url, model, upstream = start_upstream(args, Path(tempfile.mkdtemp(prefix="bench-llm-",
                                                                                    dir=resources.tmp)))
-        meta["upstream"] = (f"{upstream_url} ({model}" +
-                            (f", llama-cpp-python server, {args.upstream_threads} thread(s))" if upstream else ")"))
+        if isinstance(upstream, CannedUpstream):
+            meta["upstream"] = f"{upstream_url} (canned answers, bench/canned_upstream.py)"
+        else:
+            meta["upstream"] = (f"{upstream_url} ({model}" + (f", llama-cpp-python server, {args.upstream_threads} "
+                                                             "thread(s))" if upstream else ")"))
         resources.providers = [{"name": "upstream", "type": "openai", "base_url": upstream_url, "api_key": "",
                                 "models": [model], "priority": 1}]
         resources.migrate()
