@@ -51,7 +51,8 @@ def _chunks(model: str, max_tokens: int, include_usage: bool) -> list[bytes]:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    wbufsize = 65536  # headers and body leave in one write (no delayed-ACK stall); flushed per chunk
+    wbufsize = 65536  # headers and body leave in one write; flushed per chunk
+    disable_nagle_algorithm = True  # as model servers do: each chunk leaves at once, not after the last one's ACK
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
