@@ -145,13 +145,12 @@ class Pool:
         else:
             connection.close()
 
-    def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    def post(self, path: str, body: dict[str, Any]) -> Response:
         """Send `body` as JSON; the response's status and headers have arrived, its body has not."""
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        all_headers = {**self.headers, **headers} if headers else self.headers
         connection = self._acquire() or self._connect()
         try:
-            connection.request("POST", self.prefix + path, body=data, headers=all_headers)
+            connection.request("POST", self.prefix + path, body=data, headers=self.headers)
             raw = connection.getresponse()
         except (OSError, http.client.HTTPException) as error:
             connection.close()
