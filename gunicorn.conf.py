@@ -20,6 +20,12 @@ if worker_class == "gevent":
 
     monkey.patch_all()
 
+if os.environ.get("GUNICORN_SPEEDUPS", "true").lower() != "false":
+    # Header checks once per distinct pair and one Date per second (app/gunicorn_speedups.py).
+    from app.gunicorn_speedups import install as _install_speedups
+
+    _install_speedups()
+
 _cpus = multiprocessing.cpu_count()
 _shared_state = bool(os.environ.get("LUNAOS_REDIS_URL") or os.environ.get("REDIS_URL"))
 if not _shared_state:

@@ -79,6 +79,23 @@ def paginate(statement: sa.Select, page: int = 1, per_page: int = DEFAULT_PER_PA
 
 
 class _Envelope(ma.Schema):
+    """`{"data": <inner>}`. Its `data` field documents the envelope (OpenAPI); dumping goes
+    straight to the inner schema, which is what marshmallow's generic path (a pre-dump hook,
+    then the envelope's own field loop around one Nested field) ends up doing anyway."""
+
+    _inner: ma.Schema  # set per envelope class by envelope_schema
+    _inner_many: bool
+
+    def dump(self, obj: Any, *, many: bool | None = None) -> Any:
+        if many:  # an envelope is one object; a list of envelopes is not something we build
+            return super().dump(obj, many=many)
+        inner = self._inner
+        if obj is None:
+            return {"data": None}
+        if self._inner_many:  # as List(Nested): each item on its own, None kept as None
+            return {"data": [None if item is None else inner.dump(item) for item in obj]}
+        return {"data": inner.dump(obj)}
+
     @ma.pre_dump
     def wrap(self, obj: Any, **kwargs: Any) -> dict[str, Any]:
         return {"data": obj}
@@ -104,11 +121,13 @@ def envelope_schema(schema: Any) -> type[ma.Schema]:
     inner = resolve_schema_instance(schema)
     key = ("one", type(inner), inner.many, inner.only, tuple(inner.exclude))
     if key not in _cache:
-        data = ma.fields.Nested(type(inner)(only=inner.only, exclude=inner.exclude), required=True)
+        nested = type(inner)(only=inner.only, exclude=inner.exclude)
+        data = ma.fields.Nested(nested, required=True)
         if inner.many:
             data = ma.fields.List(data, required=True)
         suffix = "ListEnvelope" if inner.many else "Envelope"
-        _cache[key] = type(f"{_name(inner)}{suffix}", (_Envelope,), {"data": data})
+        _cache[key] = type(f"{_name(inner)}{suffix}", (_Envelope,),
+                           {"data": data, "_inner": nested, "_inner_many": bool(inner.many)})
     return _cache[key]
 
 

@@ -1,7 +1,6 @@
 """Opaque, prefixed, time-sortable identifiers and UTC time helpers."""
 from __future__ import annotations
 
-import base64
 import os
 import random
 import time
@@ -11,15 +10,18 @@ from datetime import datetime, UTC
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
-# RFC 4648 base32 symbols -> the Crockford symbol of the same value (so order is kept).
-_FROM_RFC = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+# Every 10-bit value as its two symbols: an id is 13 table lookups (base64.b32encode is
+# a Python loop in 3.11, and was most of the cost of the request id made per request).
+_PAIRS = tuple(high + low for high in _ALPHABET for low in _ALPHABET)
+_SHIFTS = tuple(range(120, -1, -10))
 
 
 def _encode(ms: int, rand: int) -> str:
-    # 26 symbols = 130 bits: 2 zero bits, 48 bits of ms, 80 random bits. Shifted to fill
-    # 17 bytes so the C encoder's first 26 symbols are exactly those 130 bits.
-    raw = ((ms << 80 | rand) << 6).to_bytes(17, "big")
-    return base64.b32encode(raw)[:26].translate(_FROM_RFC).decode()
+    # 26 symbols = 130 bits: 2 zero bits, 48 bits of ms, 80 random bits, most significant
+    # first, so ids sort as their times do.
+    value = ms << 80 | rand
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def new_id(prefix: str) -> str:

@@ -14,6 +14,10 @@ import time
 from functools import lru_cache
 from typing import Any
 
+# json.dumps(..., default=str) builds a new encoder for every line; one is enough (encode is
+# reentrant: it keeps no state between calls).
+_LINE_ENCODER = json.JSONEncoder(default=str)
+
 REDACTED = "[REDACTED]"
 
 # Field names whose values are secret, whatever the value looks like.
@@ -138,7 +142,7 @@ class JsonLineFormatter(logging.Formatter):
             line["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack_info"] = record.stack_info
-        return json.dumps(line, default=str)
+        return _LINE_ENCODER.encode(line)
 
 
 def _sole_json_handler(logger: logging.Logger) -> logging.StreamHandler | None:
@@ -174,8 +178,8 @@ def write_redacted(logger: logging.Logger, message: str, fields: dict[str, Any])
         logger.info(message, extra={"_redacted": True, **fields})
         return
     formatter: JsonLineFormatter = handler.formatter  # type: ignore[assignment]
-    line = json.dumps({"time": formatter.timestamp(time.time()), "level": "INFO", "logger": logger.name,
-                       "message": message, **fields}, default=str)
+    line = _LINE_ENCODER.encode({"time": formatter.timestamp(time.time()), "level": "INFO", "logger": logger.name,
+                                 "message": message, **fields})
     with handler.lock:  # type: ignore[union-attr]
         try:
             handler.stream.write(line + handler.terminator)

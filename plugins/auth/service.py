@@ -50,6 +50,11 @@ def user_state(user_id: str, session_id: str | None = None) -> tuple[UserState |
     return state.lookup(user_id, session_id)
 
 
+# Principal.extra key under which resolvers leave the UserState they checked, so the same
+# request does not look it up again (GET /v1/auth/me).
+STATE_EXTRA = "auth.user_state"
+
+
 def user_scopes(user: User | UserState) -> frozenset[str]:
     return role_scopes(user.role)
 
@@ -162,7 +167,7 @@ def resolve_access_token(token: str) -> Principal | None:
     found, revoked, _ = user_state(claims["sub"], claims["sid"])
     current = _refuse_unusable(found, revoked, claims)
     return Principal(kind="user", id=current.id, user_id=current.id, role=current.role, tier=current.tier,
-                     scopes=role_scopes(current.role), extra={"session_id": claims["sid"]})
+                     scopes=role_scopes(current.role), extra={"session_id": claims["sid"], STATE_EXTRA: current})
 
 
 def logout(principal: Principal) -> None:
@@ -199,8 +204,11 @@ def current_user(principal: Principal) -> User:
 
 
 def profile(principal: Principal) -> UserState:
-    """The caller's account as GET /v1/auth/me shows it, from the cached state."""
-    found, _, _ = user_state(principal.user_id or "") if principal.authenticated else (None, False, None)
+    """The caller's account as GET /v1/auth/me shows it, from the cached state (the one the
+    caller's credential was checked against in this request, when its resolver left it)."""
+    found = principal.extra.get(STATE_EXTRA) if principal.authenticated else None
+    if found is None and principal.authenticated:
+        found, _, _ = user_state(principal.user_id or "")
     if found is None:
         raise Unauthorized()
     return found

@@ -1,0 +1,111 @@
+"""Two per-response costs of gunicorn's HTTP/1 writer, removed without changing what it sends.
+
+- `Response.process_headers` runs two regular expressions over every header
+  name and value of every response. A LunaOS response carries about twenty
+  headers and most are the same pairs each time (security, CORS): each distinct
+  pair is checked once by gunicorn's own method and then appended as checked.
+  Pairs whose handling has side effects (Content-Length, hop-by-hop headers)
+  always go through gunicorn's method.
+- `util.http_date()` formats the Date header through `email.utils` for every
+  response; its text changes once a second, so it is formatted once a second.
+
+On twenty headers this is about 30 us less per response on the development
+machine (see README, benchmarks). `install()` is called from gunicorn.conf.py;
+it leaves gunicorn untouched if its internals are not the ones this was
+written against.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+MAX_REMEMBERED = 2048  # distinct checked pairs; request ids and timings churn through it
+
+_installed = False
+_lock = threading.Lock()
+
+
+class CheckedHeaders:
+    """`process_headers` with each plain (name, value) pair checked by gunicorn once."""
+
+    def __init__(self, original: Callable[[Any, Iterable[tuple[str, str]]], None],
+                 is_hoppish: Callable[[str], bool]) -> None:
+        self.original = original
+        self.is_hoppish = is_hoppish
+        self.checked: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def __call__(self, response: Any, headers: Iterable[tuple[str, str]]) -> None:
+        checked = self.checked
+        out = response.headers
+        for pair in headers:
+            try:
+                known = checked.get(pair)
+            except TypeError:  # not a hashable pair: gunicorn's method says what is wrong
+                known = None
+            if known is not None:
+                out.append(known)
+                continue
+            before = len(out)
+            self.original(response, [pair])  # validates; raises exactly as gunicorn does
+            if len(out) == before + 1 and self._plain(pair):
+                if len(checked) >= MAX_REMEMBERED:
+                    checked.clear()
+                checked[pair] = out[-1]
+
+    def _plain(self, pair: tuple[str, str]) -> bool:
+        """A pair gunicorn only appends (after stripping the value), with no other effect."""
+        if type(pair) is not tuple:
+            return False
+        name = pair[0]
+        return type(name) is str and type(pair[1]) is str and name.lower() != "content-length" \
+            and not self.is_hoppish(name)
+
+
+class SecondDate:
+    """`http_date()` for the current time, formatted at most once per second."""
+
+    def __init__(self, original: Callable[..., str]) -> None:
+        self.original = original
+        self.current: tuple[int, str] = (-1, "")
+
+    def __call__(self, timestamp: float | None = None) -> str:
+        if timestamp is not None:
+            return self.original(timestamp)
+        second = int(time.time())
+        current = self.current
+        if current[0] != second:
+            current = (second, self.original(second))
+            self.current = current  # one tuple, swapped whole: safe across threads and greenlets
+        return current[1]
+
+
+def install() -> bool:
+    """Patch gunicorn's HTTP/1 response writer in this process (idempotent). False if not applied."""
+    global _installed
+    with _lock:
+        if _installed:
+            return True
+        try:
+            from gunicorn import util
+            from gunicorn.http import wsgi
+        except ImportError:
+            return False
+        response = getattr(wsgi, "Response", None)
+        process = getattr(response, "process_headers", None)
+        date = getattr(util, "http_date", None)
+        hoppish = getattr(util, "is_hoppish", None)
+        if not (callable(process) and callable(date) and callable(hoppish)):
+            return False
+        checker = CheckedHeaders(process, hoppish)
+
+        def process_headers(self: Any, headers: Iterable[tuple[str, str]]) -> None:
+            checker(self, headers)
+
+        process_headers.checker = checker  # type: ignore[attr-defined]
+        response.process_headers = process_headers  # type: ignore[union-attr]
+        util.http_date = SecondDate(date)
+        _installed = True
+        return True
+
