@@ -73,3 +73,13 @@ def post_fork(server, worker):
         if db is not None:
             with app.app_context():
                 db.engine.dispose(close=False)
+
+
+def post_worker_init(worker):
+    # The app's modules, models and caches (~190k objects) live as long as the worker. Left in
+    # the collector's generations, every full collection walks them all: a 100-160 ms pause
+    # of every connection the worker holds. Frozen, a full collection walks only what was
+    # made since (well under a millisecond).
+    import gc
+
+    gc.freeze()

@@ -121,3 +121,18 @@ def test_install_is_idempotent_and_patches_gunicorns_writer():
     response = _response()
     wsgi.Response.process_headers(response, HEADERS)
     assert _state(response) == _state(_stock(HEADERS))
+
+
+def test_each_worker_freezes_what_it_loaded_so_full_collections_skip_it(monkeypatch):
+    import gc
+    import runpy
+    from pathlib import Path
+
+    monkeypatch.setenv("GUNICORN_WORKER_CLASS", "sync")  # no gevent monkey-patching in this process
+    settings = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+    assert gc.get_freeze_count() == 0
+    try:
+        settings["post_worker_init"](None)
+        assert gc.get_freeze_count() > 10_000  # the test process's modules, at least
+    finally:
+        gc.unfreeze()
