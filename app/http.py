@@ -21,6 +21,7 @@ from flask_smorest.utils import resolve_schema_instance
 from webargs import core as webargs_core
 from webargs.flaskparser import FlaskParser, is_json_request
 
+from . import schema_dump
 from .ids import isoformat
 
 DEFAULT_PER_PAGE = 20
@@ -89,12 +90,12 @@ class _Envelope(ma.Schema):
     def dump(self, obj: Any, *, many: bool | None = None) -> Any:
         if many:  # an envelope is one object; a list of envelopes is not something we build
             return super().dump(obj, many=many)
-        inner = self._inner
+        dump = schema_dump.dumper(self._inner)
         if obj is None:
             return {"data": None}
         if self._inner_many:  # as List(Nested): each item on its own, None kept as None
-            return {"data": [None if item is None else inner.dump(item) for item in obj]}
-        return {"data": inner.dump(obj)}
+            return {"data": [None if item is None else dump(item) for item in obj]}
+        return {"data": dump(obj)}
 
     @ma.pre_dump
     def wrap(self, obj: Any, **kwargs: Any) -> dict[str, Any]:
@@ -102,8 +103,19 @@ class _Envelope(ma.Schema):
 
 
 class _PageEnvelope(ma.Schema):
+    """`{"data": [...], "pagination": {...}}`; dumped directly, as _Envelope is."""
+
     data = ma.fields.List(ma.fields.Raw(), required=True)  # replaced per item schema; keeps `data` first
     pagination = ma.fields.Nested(PaginationSchema, required=True)
+    _item: ma.Schema  # set per page class by page_schema
+    _pagination = PaginationSchema()
+
+    def dump(self, obj: Any, *, many: bool | None = None) -> Any:
+        if many or not isinstance(obj, Page):
+            return super().dump(obj, many=many)
+        dump = schema_dump.dumper(self._item)
+        return {"data": [None if item is None else dump(item) for item in obj.items],
+                "pagination": schema_dump.dumper(self._pagination)(obj.pagination)}
 
     @ma.pre_dump
     def wrap(self, page: Page, **kwargs: Any) -> dict[str, Any]:
@@ -135,8 +147,9 @@ def page_schema(schema: Any) -> type[ma.Schema]:
     inner = resolve_schema_instance(schema)
     key = ("page", type(inner), inner.only, tuple(inner.exclude))
     if key not in _cache:
-        item = ma.fields.Nested(type(inner)(only=inner.only, exclude=inner.exclude))
-        _cache[key] = type(f"{_name(inner)}Page", (_PageEnvelope,), {"data": ma.fields.List(item, required=True)})
+        nested = type(inner)(only=inner.only, exclude=inner.exclude)
+        _cache[key] = type(f"{_name(inner)}Page", (_PageEnvelope,),
+                           {"data": ma.fields.List(ma.fields.Nested(nested), required=True), "_item": nested})
     return _cache[key]
 
 

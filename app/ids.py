@@ -52,5 +52,7 @@ def isoformat(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    elif value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # "...T12:34:56.789+00:00" (milliseconds truncated, as before) with the offset spelled Z.
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"

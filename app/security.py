@@ -11,7 +11,7 @@ import hmac
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from flask import Flask, current_app, g, request
 from flask_smorest import Blueprint as SmorestBlueprint
@@ -43,7 +43,7 @@ class Principal:
     rate_limit: str | None = None  # overrides the tier's limit (a key's own limit)
     key_id: str | None = None
     allowed_projects: tuple[str, ...] | None = None  # None: every project
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def authenticated(self) -> bool:
@@ -116,16 +116,19 @@ def current_principal() -> Principal:
     if token is None and request.environ.get("HTTP_AUTHORIZATION"):
         ctx.auth_error = Unauthorized("Authorization header must be 'Bearer <token>'.")
     elif token is not None:
-        ctx.auth_error = Unauthorized("Invalid or unrecognised credential.")
+        error: ApiError | None = None
         for resolver in registry().resolvers:
             try:
                 found = resolver(token)
-            except ApiError as error:
-                ctx.auth_error = error
+            except ApiError as refused:
+                error = refused
                 break
             if found is not None:
-                principal, ctx.auth_error = found, None
+                principal = found
                 break
+        else:
+            error = Unauthorized("Invalid or unrecognised credential.")
+        ctx.auth_error = error
     ctx.principal = principal
     return principal
 

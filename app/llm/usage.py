@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from ..extensions import db
+from ..extensions import db, per_app
 from ..ids import utcnow
 from .models import LlmUsage
 from .types import Usage
@@ -42,7 +42,7 @@ class _Buffer:
 
 
 def _buffer(app: Flask) -> _Buffer:
-    return app.extensions.setdefault("lunaos.llm.usage", _Buffer())
+    return per_app("lunaos.llm.usage", _Buffer, app)
 
 
 def record(*, user_id: str | None, key_id: str | None, provider: str, model: str, usage: Usage,

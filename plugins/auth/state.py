@@ -26,10 +26,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 
 from app import invalidation, redis_client
-from app.extensions import db
+from app.extensions import db, per_app
 from app.ids import utcnow
 
 from .models import RevokedSession, User
@@ -76,7 +75,7 @@ class _Cache:
 
 
 def _cache() -> _Cache:
-    return current_app.extensions.setdefault("lunaos.auth.state", _Cache())
+    return per_app("lunaos.auth.state", _Cache)
 
 
 def _version_key(user_id: str) -> str:

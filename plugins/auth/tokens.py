@@ -23,6 +23,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 
 from app.errors import Unauthorized
 from app.ids import new_id
+from app.extensions import per_app
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -76,7 +77,7 @@ class _Verified:
 
 
 def _verified() -> _Verified:
-    return current_app.extensions.setdefault("lunaos.auth.verified", _Verified())
+    return per_app("lunaos.auth.verified", _Verified)
 
 
 def _expired() -> Unauthorized:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import hmac
+import math
 import re
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
+from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,7 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from app import events
 from app.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from app.extensions import db
+from app.extensions import db, per_app
 from app.http import Page, paginate
 from app.ids import utcnow
 from app.security import Principal, registry
@@ -322,27 +324,45 @@ class Snapshot:
     secret_expires_at: datetime | None
     revoked: bool
 
+    @property
+    def usable_until(self) -> float:
+        """Epoch seconds after which the key (or this secret of it) no longer works."""
+        ends = [moment.timestamp() for moment in (self.expires_at, self.secret_expires_at) if moment is not None]
+        return min(ends, default=math.inf)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A key as last verified: valid while its owner's version token is unchanged."""
+
+    version: bytes
+    snapshot: Snapshot
+    until: float  # snapshot.usable_until
+    # What the resolver returns while the owner's state is the one it was built from; None
+    # for a key that is refused (revoked, disabled owner), whose error is worked out each time.
+    principal: Principal | None
+
 
 class _Cache:
-    """Verified keys by digest, each stored with its owner's version token."""
+    """Verified keys by digest."""
 
     MAX = 50_000
 
     def __init__(self) -> None:
-        self.entries: OrderedDict[str, tuple[bytes, Snapshot]] = OrderedDict()
+        self.entries: OrderedDict[str, _Verified] = OrderedDict()
         self.unknown: dict[str, float] = {}  # digests with no key: brief negative cache
         self.lock = threading.Lock()
 
-    def put(self, digest: str, token: bytes, snapshot: Snapshot) -> None:
+    def put(self, digest: str, entry: _Verified) -> None:
         with self.lock:
-            self.entries[digest] = (token, snapshot)
+            self.entries[digest] = entry
             self.entries.move_to_end(digest)
             while len(self.entries) > self.MAX:
                 self.entries.popitem(last=False)
 
 
 def _cache() -> _Cache:
-    return current_app.extensions.setdefault("lunaos.keys.cache", _Cache())
+    return per_app("lunaos.keys.cache", _Cache)
 
 
 def _load(digest: str) -> Snapshot | None:
@@ -356,48 +376,85 @@ def _load(digest: str) -> Snapshot | None:
                     key.rate_limit, key.expires_at, secret_expires_at, key.revoked_at is not None)
 
 
+def _epoch() -> float:
+    """Now, in epoch seconds: what verification compares expiry with (utcnow's float twin)."""
+    return time.time()
+
+
 def _unknown_key() -> Unauthorized:
     return Unauthorized("This API key is not valid.", code="KEY_INVALID")
 
 
 def resolve_key(token: str) -> Principal | None:
-    """Credential resolver for `lnos_...` keys (registered in the core by init_app)."""
+    """Credential resolver for `lnos_...` keys (registered in the core by init_app).
+
+    A key verified before costs one HMAC, one dict lookup and the owner's version
+    check (auth.user_state); anything else reloads it from the database.
+    """
     if not token.startswith("lnos_"):
         return None
-    if not keyformat.is_well_formed(token):
-        raise Unauthorized("This API key is malformed (its checksum does not match); check it was copied whole.",
-                           code="KEY_INVALID")
     digest = _digest(token)
     cache = _cache()
-    if cache.unknown.get(digest, 0) > time.monotonic():
-        raise _unknown_key()
     entry = cache.entries.get(digest)
-    snapshot = entry[1] if entry else _load(digest)
-    if snapshot is None:
-        with cache.lock:
-            if len(cache.unknown) > 10_000:
-                cache.unknown.clear()
-            cache.unknown[digest] = time.monotonic() + 60
-        raise _unknown_key()
-    state, _, version = auth.user_state(snapshot.user_id)
-    if entry is None or version is None or entry[0] != version:
+    if entry is None:
+        # Only well-formed keys are ever cached: a hit needs no checksum.
+        if not keyformat.is_well_formed(token):
+            raise Unauthorized("This API key is malformed (its checksum does not match); check it was copied "
+                               "whole.", code="KEY_INVALID")
+        if cache.unknown.get(digest, 0) > time.monotonic():
+            raise _unknown_key()
+        snapshot = _load(digest)
+        if snapshot is None:
+            with cache.lock:
+                if len(cache.unknown) > 10_000:
+                    cache.unknown.clear()
+                cache.unknown[digest] = time.monotonic() + 60
+            raise _unknown_key()
+        user_id = snapshot.user_id
+    else:
+        user_id = entry.snapshot.user_id
+    state, _, version = auth.user_state(user_id)
+    if entry is not None and version is not None and entry.version == version:
+        if entry.principal is not None and _epoch() < entry.until:
+            return entry.principal
+        snapshot = entry.snapshot
+    else:
         # (Re)load after reading the version: a change committed meanwhile changes it again.
         snapshot = _load(digest)
         if snapshot is None:
             raise _unknown_key()
-        if version is not None:
-            cache.put(digest, version, snapshot)
-    if state is None or state.disabled:
-        raise Unauthorized("The account owning this key is disabled.", code="ACCOUNT_DISABLED")
-    now = utcnow()
-    if snapshot.revoked:
-        raise Unauthorized("This API key has been revoked.", code="KEY_REVOKED")
-    if snapshot.secret_expires_at is not None and snapshot.secret_expires_at <= now:
-        raise Unauthorized("This API key was rotated; use its replacement.", code="KEY_REVOKED")
-    if snapshot.expires_at is not None and snapshot.expires_at <= now:
-        raise Unauthorized("This API key has expired.", code="KEY_EXPIRED")
+        entry = None
+    principal = _principal(snapshot, state)
+    if entry is None and version is not None:
+        cache.put(digest, _Verified(version, snapshot, snapshot.usable_until, principal))
+    if principal is None:
+        _refuse(snapshot, state)  # raises
+    now = _epoch()
+    if now >= snapshot.usable_until:
+        _refuse_expired(snapshot, now)
+    return principal
+
+
+def _principal(snapshot: Snapshot, state: auth.UserState | None) -> Principal | None:
+    """The key's principal, or None when the key or its owner is refused whatever the time."""
+    if state is None or state.disabled or snapshot.revoked:
+        return None
     ceiling = auth.user_scopes(state)
     scopes = snapshot.scopes if "*" in ceiling else snapshot.scopes & ceiling
     return Principal(kind="key", id=snapshot.key_id, user_id=snapshot.user_id, role=state.role, tier=state.tier,
                      scopes=frozenset(scopes), rate_limit=snapshot.rate_limit, key_id=snapshot.key_id,
-                     allowed_projects=snapshot.allowed_projects, extra={auth.STATE_EXTRA: state})
+                     allowed_projects=snapshot.allowed_projects,
+                     extra=MappingProxyType({auth.STATE_EXTRA: state}))  # shared by requests: read-only
+
+
+def _refuse(snapshot: Snapshot, state: auth.UserState | None) -> None:
+    if state is None or state.disabled:
+        raise Unauthorized("The account owning this key is disabled.", code="ACCOUNT_DISABLED")
+    if snapshot.revoked:
+        raise Unauthorized("This API key has been revoked.", code="KEY_REVOKED")
+
+
+def _refuse_expired(snapshot: Snapshot, now: float) -> None:
+    if snapshot.secret_expires_at is not None and snapshot.secret_expires_at.timestamp() <= now:
+        raise Unauthorized("This API key was rotated; use its replacement.", code="KEY_REVOKED")
+    raise Unauthorized("This API key has expired.", code="KEY_EXPIRED")

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 
 from app import redis_client
-from app.extensions import db
+from app.extensions import db, per_app
 
 from .models import ApiKey
 
@@ -43,7 +43,7 @@ class _Buffer:
 
 
 def _buffer(app: Flask | None = None) -> _Buffer:
-    return (app or current_app).extensions.setdefault("lunaos.keys.usage", _Buffer())
+    return per_app("lunaos.keys.usage", _Buffer, app)
 
 
 def _hash_key(key_id: str) -> str:

@@ -1,6 +1,7 @@
 """Using a key: mistyped, unknown, expired, revoked and rotated keys; scopes; own rate limits; projects."""
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,6 +29,7 @@ def later(monkeypatch, delta):
 
     for module in (service, models):
         monkeypatch.setattr(module, "utcnow", lambda: utcnow() + delta)
+    monkeypatch.setattr(service, "_epoch", lambda: time.time() + delta.total_seconds())
 
 
 def test_a_key_authenticates_as_its_owner(client, owner):
