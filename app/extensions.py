@@ -27,7 +27,7 @@ T = TypeVar("T")
 def per_app(name: str, factory: Callable[[], T], app: Flask | None = None) -> T:
     """`app.extensions[name]`, made by `factory` on first use. (`setdefault(name, factory())`
     would build and drop a new object, lock included, on every call; these are per-request.)"""
-    extensions = (app or current_app).extensions
+    extensions = (app or current_app._get_current_object()).extensions
     found = extensions.get(name)
     if found is None:
         found = extensions.setdefault(name, factory())

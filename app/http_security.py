@@ -59,7 +59,7 @@ class _Talisman(Talisman):
         super().init_app(app, **options)
 
     def _view(self) -> _ViewHeaders:
-        endpoint = request.endpoint
+        endpoint = request._get_current_object().endpoint
         view = self._views.get(endpoint)
         if view is None:
             options = self._get_local_options()
@@ -109,7 +109,7 @@ class _Talisman(Talisman):
                 else:
                     headers.add(name, value)
             self._set_referrer_policy_headers(headers)
-        if request.is_secure:  # X-Forwarded-Proto never gets here (see _DropForwardedProto)
+        if request._get_current_object().is_secure:  # X-Forwarded-Proto never gets here (see _DropForwardedProto)
             self._set_hsts_headers(headers)
         return response
 

@@ -345,7 +345,7 @@ def _fingerprint(fp_key: bytes) -> str:
 
 def _before() -> Response | None:
     """Claim the key, or answer from the store. Free for requests without the header."""
-    environ = request.environ
+    environ = request._get_current_object().environ
     if _ENVIRON_KEY not in environ or environ["REQUEST_METHOD"] not in METHODS:
         return None
     if request.endpoint is None or _view_exempt():  # unknown route (its 404/405 follows), or opted out

@@ -200,7 +200,7 @@ def _close(pubsub: Any) -> None:
 
 
 def get(app: Flask | None = None) -> Invalidation:
-    return (app or current_app).extensions["lunaos.invalidation"]
+    return (app or current_app._get_current_object()).extensions["lunaos.invalidation"]
 
 
 def init_app(app: Flask) -> None:

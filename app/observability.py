@@ -21,7 +21,7 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 def _start() -> None:
     ctx = g._get_current_object()
     ctx.started = time.perf_counter()
-    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
+    incoming = request._get_current_object().environ.get("HTTP_X_REQUEST_ID", "")
     ctx.request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else new_request_id()
 
 

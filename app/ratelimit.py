@@ -119,12 +119,12 @@ def principal_key(principal: Principal | None = None) -> str:
         return f"key:{principal.key_id}"
     if principal.user_id:
         return f"user:{principal.user_id}"
-    return f"ip:{request.remote_addr or 'unknown'}"
+    return f"ip:{request._get_current_object().remote_addr or 'unknown'}"
 
 
 def principal_limit(principal: Principal | None = None) -> str:
     principal = principal or current_principal()
-    config = current_app.config
+    config = current_app._get_current_object().config
     if principal.rate_limit:
         return principal.rate_limit
     if principal.authenticated:
@@ -218,7 +218,8 @@ class Budgets:
 
     def plan(self) -> tuple[bool, str | None]:
         """(exempt, group) of the view serving this request, worked out once per endpoint and method."""
-        key = (request.endpoint, request.method)
+        req = request._get_current_object()
+        key = (req.endpoint, req.method)
         found = self._plans.get(key)
         if found is None:
             found = (request.method == "OPTIONS" or request.endpoint is None
@@ -308,7 +309,7 @@ class Budgets:
 
 
 def budgets(app: Flask | None = None) -> Budgets:
-    return (app or current_app).extensions["lunaos.budgets"]
+    return (app or current_app._get_current_object()).extensions["lunaos.budgets"]
 
 
 def _view_attr(name: str) -> object:
@@ -339,7 +340,7 @@ def _check() -> None:
             breached_group = group if breached is not None else None
             if breached is not None or group_window.remaining < window.remaining:
                 window = group_window  # the headers describe the tighter of the two budgets
-    g.rate_window = window
+    g._get_current_object().rate_window = window
     if breached is not None:
         where = f" for {breached_group} requests" if breached_group else ""
         details = {"limit": str(breached), **({"group": breached_group} if breached_group else {})}
@@ -348,7 +349,7 @@ def _check() -> None:
 
 
 def _inject_headers(response: Response) -> Response:
-    window: _Window | None = g.get("rate_window")
+    window: _Window | None = g._get_current_object().get("rate_window")
     if window is not None:
         values = (("X-RateLimit-Limit", str(window.limit)), ("X-RateLimit-Remaining", str(window.remaining)),
                   ("X-RateLimit-Reset", str(window.reset_at)))

@@ -6,12 +6,12 @@ from redis import Redis
 
 
 def client(app: Flask | None = None) -> Redis | None:
-    return (app or current_app).extensions.get("lunaos.redis")
+    return (app or current_app._get_current_object()).extensions.get("lunaos.redis")
 
 
 def key(name: str, app: Flask | None = None) -> str:
     """Namespace a Redis key so several deployments (or test workers) can share one server."""
-    return (app or current_app).config["REDIS_KEY_PREFIX"] + name
+    return (app or current_app._get_current_object()).config["REDIS_KEY_PREFIX"] + name
 
 
 def init_app(app: Flask) -> None:

@@ -74,7 +74,7 @@ class SecurityRegistry:
 
 
 def registry(app: Flask | None = None) -> SecurityRegistry:
-    return (app or current_app).extensions["lunaos.security"]
+    return (app or current_app._get_current_object()).extensions["lunaos.security"]
 
 
 def register_resolver(app: Flask, resolver: Resolver) -> None:
@@ -97,7 +97,7 @@ def register_scopes(app: Flask, scopes: dict[str, str], plugin: str) -> None:
 
 
 def bearer_token() -> str | None:
-    header = request.environ.get("HTTP_AUTHORIZATION", "")
+    header = request._get_current_object().environ.get("HTTP_AUTHORIZATION", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -136,7 +136,7 @@ def current_principal() -> Principal:
 def authenticated_principal() -> Principal:
     principal = current_principal()
     if not principal.authenticated:
-        raise g.get("auth_error") or Unauthorized()
+        raise g._get_current_object().get("auth_error") or Unauthorized()
     return principal
 
 

@@ -14,7 +14,7 @@ from .cli import keys_cli
 def _record_usage(response: Response) -> Response:
     from . import usage
 
-    principal = g.get("principal")
+    principal = g._get_current_object().get("principal")
     if principal is not None and principal.kind == "key":
         usage.record(principal.key_id, error=response.status_code >= 400)
     return response

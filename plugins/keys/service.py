@@ -123,7 +123,7 @@ def _check_rotation(key: ApiKey, caller: Principal) -> None:
 
 
 def _digest(token: str) -> str:
-    pepper = current_app.config["KEYS_PEPPER"].encode()
+    pepper = current_app._get_current_object().config["KEYS_PEPPER"].encode()
     return hmac.digest(pepper, token.encode(), "sha256").hex()  # one-shot: no HMAC object per request
 
 

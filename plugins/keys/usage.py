@@ -55,13 +55,17 @@ def _dirty_set() -> str:
 
 
 def record(key_id: str, error: bool) -> None:
-    buffer = _buffer()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    buffer = _buffer(app)
+    interval = float(app.config["KEYS_USAGE_FLUSH_SECONDS"])
     with buffer.lock:
-        counts = buffer.pending.setdefault(key_id, Counts())
+        counts = buffer.pending.get(key_id)
+        if counts is None:
+            counts = buffer.pending[key_id] = Counts()
         counts.requests += 1
         counts.errors += int(error)
         counts.last_used = time.time()
-        due = time.monotonic() - buffer.last_flush >= float(current_app.config["KEYS_USAGE_FLUSH_SECONDS"])
+        due = time.monotonic() - buffer.last_flush >= interval
     if due:
         flush()
 
