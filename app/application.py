@@ -10,6 +10,8 @@ from flask.sessions import SessionInterface
 from flask.wrappers import Response
 from werkzeug.datastructures import Headers
 
+from .json_encoding import FastJSONProvider
+
 
 class NoSession(SessionInterface):
     """The API authenticates with bearer tokens only; no cookie session is read or written
@@ -54,6 +56,7 @@ class LunaFlask(Flask):
 
     session_interface = NoSession()
     response_class = LunaResponse
+    json_provider_class = FastJSONProvider
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

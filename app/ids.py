@@ -46,10 +46,26 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Text of recently formatted times: the same few (a user's created_at, a key's expiry) are
+# written on request after request, and a lookup costs a twentieth of formatting one.
+_FORMATTED: dict[datetime, str] = {}
+
+
 def isoformat(value: datetime | None) -> str | None:
     """UTC ISO 8601 with a `Z`, millisecond precision."""
     if value is None:
         return None
+    text = _FORMATTED.get(value)
+    if text is not None:
+        return text
+    text = _format(value)
+    if len(_FORMATTED) >= 4096:
+        _FORMATTED.clear()
+    _FORMATTED[value] = text
+    return text
+
+
+def _format(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     elif value.tzinfo is not UTC:

@@ -6,7 +6,6 @@ ours, Flask's, SQLAlchemy's and third-party libraries', message text,
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -14,9 +13,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
-# json.dumps(..., default=str) builds a new encoder for every line; one is enough (encode is
-# reentrant: it keeps no state between calls).
-_LINE_ENCODER = json.JSONEncoder(default=str)
+from .json_encoding import encode_line
 
 REDACTED = "[REDACTED]"
 
@@ -142,7 +139,7 @@ class JsonLineFormatter(logging.Formatter):
             line["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack_info"] = record.stack_info
-        return _LINE_ENCODER.encode(line)
+        return encode_line(line)
 
 
 def _sole_json_handler(logger: logging.Logger) -> logging.StreamHandler | None:
@@ -178,7 +175,7 @@ def write_redacted(logger: logging.Logger, message: str, fields: dict[str, Any])
         logger.info(message, extra={"_redacted": True, **fields})
         return
     formatter: JsonLineFormatter = handler.formatter  # type: ignore[assignment]
-    line = _LINE_ENCODER.encode({"time": formatter.timestamp(time.time()), "level": "INFO", "logger": logger.name,
+    line = encode_line({"time": formatter.timestamp(time.time()), "level": "INFO", "logger": logger.name,
                                  "message": message, **fields})
     with handler.lock:  # type: ignore[union-attr]
         try:
