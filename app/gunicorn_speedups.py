@@ -3,7 +3,9 @@
 - `Response.process_headers` runs two regular expressions over every header
   name and value of every response. A LunaOS response carries about twenty
   headers and most are the same pairs each time (security, CORS): each distinct
-  pair is checked once by gunicorn's own method and then appended as checked.
+  pair is checked once by gunicorn's own method and then appended as checked;
+  the few whose values change on every response (request id, timing, counters)
+  are checked by a cheaper test that accepts exactly what gunicorn's would.
   Pairs whose handling has side effects (Content-Length, hop-by-hop headers)
   always go through gunicorn's method.
 - `util.http_date()` formats the Date header through `email.utils` for every
@@ -28,16 +30,27 @@ _lock = threading.Lock()
 
 
 class CheckedHeaders:
-    """`process_headers` with each plain (name, value) pair checked by gunicorn once."""
+    """`process_headers` with each plain (name, value) pair checked by gunicorn once.
+
+    Some values change on every response (request id, timing, rate-limit counters). A
+    name gunicorn has accepted as plain is then trusted with any printable-ASCII value:
+    gunicorn's value pattern accepts every such character, and its only change to the
+    value is stripping spaces and tabs. Such churning pairs are not remembered, so they
+    do not crowd out the constant ones.
+    """
+
+    CHURN = 8  # distinct values of one name remembered as pairs; past that, checked by name
 
     def __init__(self, original: Callable[[Any, Iterable[tuple[str, str]]], None],
                  is_hoppish: Callable[[str], bool]) -> None:
         self.original = original
         self.is_hoppish = is_hoppish
         self.checked: dict[tuple[str, str], tuple[str, str]] = {}
+        self.plain_names: dict[str, int] = {}  # name -> pairs of it remembered so far
 
     def __call__(self, response: Any, headers: Iterable[tuple[str, str]]) -> None:
         checked = self.checked
+        plain_names = self.plain_names
         out = response.headers
         for pair in headers:
             try:
@@ -47,12 +60,30 @@ class CheckedHeaders:
             if known is not None:
                 out.append(known)
                 continue
+            if type(pair) is tuple and len(pair) == 2 and pair[0] in plain_names:
+                name, value = pair
+                if type(value) is str and value.isascii() and value.isprintable():
+                    result = (name, value.strip(" \t"))
+                    out.append(result)
+                    seen = plain_names[name]
+                    if seen < self.CHURN:
+                        plain_names[name] = seen + 1
+                        self._remember(pair, result)
+                    continue
             before = len(out)
             self.original(response, [pair])  # validates; raises exactly as gunicorn does
             if len(out) == before + 1 and self._plain(pair):
-                if len(checked) >= MAX_REMEMBERED:
-                    checked.clear()
-                checked[pair] = out[-1]
+                seen = plain_names.get(pair[0], 0)
+                plain_names[pair[0]] = min(seen + 1, self.CHURN)
+                if seen < self.CHURN:
+                    self._remember(pair, out[-1])
+
+    def _remember(self, pair: tuple[str, str], result: tuple[str, str]) -> None:
+        if len(self.checked) >= MAX_REMEMBERED:
+            self.checked.clear()
+        if len(self.plain_names) >= MAX_REMEMBERED:
+            self.plain_names.clear()
+        self.checked[pair] = result
 
     def _plain(self, pair: tuple[str, str]) -> bool:
         """A pair gunicorn only appends (after stripping the value), with no other effect."""

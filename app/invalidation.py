@@ -26,7 +26,6 @@ Without Redis there is no listener: `healthy` is always false.
 from __future__ import annotations
 
 import logging
-import os
 import select
 import socket
 import threading
@@ -39,6 +38,7 @@ from flask import Flask, current_app
 from redis import Redis
 
 from . import redis_client
+from .process import pid as current_pid
 
 log = logging.getLogger("lunaos.invalidation")
 RETRY_SECONDS = 1.0
@@ -103,12 +103,12 @@ class Invalidation:
 
     def _ensure_listener(self) -> None:
         # Lazily, and again in a forked worker: threads do not survive fork.
-        if self.client is None or self._pid == os.getpid():
+        if self.client is None or self._pid == current_pid():
             return
         with self._lock:
-            if self._pid == os.getpid():
+            if self._pid == current_pid():
                 return
-            self._pid = os.getpid()
+            self._pid = current_pid()
             self.healthy = False
             threading.Thread(target=_listen, args=(weakref.ref(self),), name="lunaos-invalidation",
                              daemon=True).start()

@@ -16,7 +16,6 @@ against about 20 us for the same check made directly.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +33,7 @@ from limits.util import WindowStats
 from .errors import RateLimited
 from .headers import append_trusted, has_header
 from .security import Principal, current_principal
+from .process import pid as current_pid
 
 GroupProvider = Callable[[Principal], "str | None"]
 log = logging.getLogger("lunaos.ratelimit")
@@ -200,11 +200,11 @@ class Budgets:
         # Made in the serving process: limits' memory storage starts a timer thread when it is
         # created, which must not be made in gunicorn's master and inherited by forked workers.
         found = self._strategies
-        if found is None or found[0] != os.getpid():
+        if found is None or found[0] != current_pid():
             with self.lease_lock:
                 found = self._strategies
-                if found is None or found[0] != os.getpid():
-                    found = (os.getpid(), self._kind(self._make_storage()), self._kind(MemoryStorage()))
+                if found is None or found[0] != current_pid():
+                    found = (current_pid(), self._kind(self._make_storage()), self._kind(MemoryStorage()))
                     self._strategies = found
         return found
 

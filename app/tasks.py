@@ -56,6 +56,7 @@ from .errors import Conflict, ServiceUnavailable
 from .extensions import db
 from .ids import new_id, utcnow
 from .models import TimestampMixin
+from .process import pid as current_pid
 
 log = logging.getLogger("lunaos.jobs")
 
@@ -509,7 +510,7 @@ class _Runtime:
 
     def __init__(self, app: Flask):
         self.app = app
-        self.pid = os.getpid()
+        self.pid = current_pid()
         self._lock = threading.Condition()
         self._queued: set[str] = set()  # in-process: queued here, waiting for a pool thread
         self._active: dict[str, JobContext] = {}  # running in this process
@@ -654,10 +655,10 @@ _runtimes_lock = threading.Lock()
 
 def _runtime(app: Flask) -> _Runtime:
     runtime = app.extensions.get("lunaos.jobs")
-    if runtime is None or runtime.pid != os.getpid():  # nothing of a parent's runtime survives a fork
+    if runtime is None or runtime.pid != current_pid():  # nothing of a parent's runtime survives a fork
         with _runtimes_lock:
             runtime = app.extensions.get("lunaos.jobs")
-            if runtime is None or runtime.pid != os.getpid():
+            if runtime is None or runtime.pid != current_pid():
                 runtime = app.extensions["lunaos.jobs"] = _Runtime(app)
     return runtime
 

@@ -36,6 +36,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from ..invalidation import Invalidation
+from ..process import pid as current_pid
 
 log = logging.getLogger("lunaos.llm")
 EWMA_WEIGHT = 0.3  # weight of the newest sample: recent behaviour counts, one outlier does not dominate
@@ -204,7 +205,7 @@ return 1
 class RedisState:
     client: Redis
     prefix: str  # e.g. "lunaos:llm:"
-    process: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    process: str = field(default_factory=lambda: f"{os.uname().nodename}:{current_pid()}:{uuid.uuid4().hex[:8]}")
     name: str = "redis"
 
     def __post_init__(self) -> None:
@@ -331,18 +332,18 @@ class _Deferred:
         self._ensure().put((call, args))
 
     def _ensure(self) -> queue.Queue:
-        if self._queue is None or self._pid != os.getpid():  # threads do not survive a fork
+        if self._queue is None or self._pid != current_pid():  # threads do not survive a fork
             with self._lock:
-                if self._queue is None or self._pid != os.getpid():
+                if self._queue is None or self._pid != current_pid():
                     work: queue.Queue = queue.Queue()
                     threading.Thread(target=_run_deferred, args=(work,), name="lunaos-llm-state",
                                      daemon=True).start()
                     weakref.finalize(self, work.put, None)  # the thread ends with its owner
-                    self._queue, self._pid = work, os.getpid()
+                    self._queue, self._pid = work, current_pid()
         return self._queue
 
     def drain(self) -> None:
-        work = self._queue if self._pid == os.getpid() else None
+        work = self._queue if self._pid == current_pid() else None
         if work is None or not work.unfinished_tasks:
             return
         deadline = time.monotonic() + self.DRAIN_SECONDS

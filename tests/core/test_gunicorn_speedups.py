@@ -136,3 +136,24 @@ def test_each_worker_freezes_what_it_loaded_so_full_collections_skip_it(monkeypa
         assert gc.get_freeze_count() > 10_000  # the test process's modules, at least
     finally:
         gc.unfreeze()
+
+
+def test_values_that_change_every_response_are_checked_by_name_and_not_remembered():
+    checker = CheckedHeaders(STOCK_PROCESS, STOCK_HOPPISH)
+    for n in range(50):
+        headers = [("X-Request-ID", f" req_{n}\t"), ("Server-Timing", f"total;dur={n}.5"),
+                   ("X-Frame-Options", "DENY")]
+        assert _state(_checked(checker, headers)) == _state(_stock(headers))
+    assert sum(1 for name, _ in checker.checked if name == "X-Request-ID") == CheckedHeaders.CHURN
+    assert ("X-Frame-Options", "DENY") in checker.checked
+    # A known name vouches for printable ASCII only: anything else goes to gunicorn's checks.
+    for value, error in (("a\r\nInjected: 1", InvalidResponseHeader), ("a\x00b", InvalidResponseHeader),
+                         ("caf\u00e9", None), (b"raw", TypeError)):
+        pair = ("X-Request-ID", value)
+        if error is None:
+            assert _state(_checked(checker, [pair])) == _state(_stock([pair]))
+            continue
+        with pytest.raises(error):
+            _stock([pair])
+        with pytest.raises(error):
+            _checked(checker, [pair])

@@ -13,7 +13,6 @@ Differences from the OpenAI shape that the mapping handles:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +21,7 @@ from ...config import ConfigError
 from ..base import Provider
 from ..types import ChatRequest, ChatResult, Message, ProviderError, StreamChunk, Usage
 from . import ListedModels, finish_reason, status_error
+from ...process import pid as current_pid
 
 log = logging.getLogger("lunaos.llm")
 ANTHROPIC_URL = "https://api.anthropic.com"
@@ -82,15 +82,15 @@ class AnthropicProvider(ListedModels, Provider):
         return problems
 
     def client(self) -> Any:
-        if self._client is None or self._pid != os.getpid():
+        if self._client is None or self._pid != current_pid():
             with self._lock:
-                if self._client is None or self._pid != os.getpid():
+                if self._client is None or self._pid != current_pid():
                     import anthropic
 
                     self._client = anthropic.Anthropic(api_key=self.api_key, base_url=self.base_url,
                                                        timeout=self.timeout, max_retries=0,
                                                        default_headers=self.settings.get("headers"))
-                    self._pid = os.getpid()
+                    self._pid = current_pid()
         return self._client
 
     def _error(self, error: Exception) -> ProviderError:
@@ -170,7 +170,7 @@ class AnthropicProvider(ListedModels, Provider):
         yield StreamChunk(finish_reason=finish_reason(reason), usage=usage)
 
     def close(self) -> None:
-        if self._client is not None and self._pid == os.getpid():
+        if self._client is not None and self._pid == current_pid():
             self._client.close()
         self._client = None
 

@@ -27,6 +27,7 @@ from ...config import ConfigError
 from ..base import Provider
 from ..types import ChatRequest, ChatResult, Message, ProviderError, StreamChunk, Usage
 from . import finish_reason
+from ...process import pid as current_pid
 
 log = logging.getLogger("lunaos.llm")
 DEFAULT_CONTEXT = 4096
@@ -214,8 +215,8 @@ def _wire(messages: list[Message]) -> list[dict[str, str]]:
 
 
 def _process_registry() -> dict[str, Any]:
-    if _registry["pid"] != os.getpid():
-        _registry.update(pid=os.getpid(), lock=threading.Lock(), models={})
+    if _registry["pid"] != current_pid():
+        _registry.update(pid=current_pid(), lock=threading.Lock(), models={})
     return _registry
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +28,7 @@ from ...config import ConfigError
 from ..base import Provider
 from ..types import ChatRequest, ChatResult, Message, ProviderError, StreamChunk, Usage
 from . import ListedModels, finish_reason, status_error, wire
+from ...process import pid as current_pid
 
 try:  # the HTTP library of the installed SDK: httpx2 in recent releases, httpx before
     import httpx2 as httpx
@@ -87,16 +87,16 @@ class OpenAIProvider(ListedModels, Provider):
 
     def client(self) -> Any:
         # Per process: an HTTP connection pool must not be shared across a fork.
-        if self._client is None or self._pid != os.getpid():
+        if self._client is None or self._pid != current_pid():
             with self._lock:
-                if self._client is None or self._pid != os.getpid():
+                if self._client is None or self._pid != current_pid():
                     import openai
 
                     self._client = openai.OpenAI(
                         base_url=self.base_url, api_key=self.api_key or "unused", timeout=self.timeout,
                         max_retries=0, organization=self.settings.get("organization"),
                         default_headers=self.settings.get("headers"))
-                    self._pid = os.getpid()
+                    self._pid = current_pid()
         return self._client
 
     def _error(self, error: Exception) -> ProviderError:
@@ -230,7 +230,7 @@ class OpenAIProvider(ListedModels, Provider):
         return {"status": "ok"}
 
     def close(self) -> None:
-        if self._client is not None and self._pid == os.getpid():
+        if self._client is not None and self._pid == current_pid():
             self._client.close()
         self._client = None
         if self._pool is not None:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import select
 import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
+
+from ...process import pid as current_pid
 
 MAX_IDLE = 32  # connections kept per upstream and process; more may be open at once
 
@@ -119,7 +120,7 @@ class Pool:
         self.headers = {"Accept": "application/json", "Content-Type": "application/json", **headers}
         self._ssl = ssl.create_default_context() if self.https else None
         self._idle: list[http.client.HTTPConnection] = []
-        self._pid = os.getpid()
+        self._pid = current_pid()
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.https:
@@ -127,8 +128,8 @@ class Pool:
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
     def _acquire(self) -> http.client.HTTPConnection | None:
-        if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use
-            self._idle, self._pid = [], os.getpid()
+        if self._pid != current_pid():  # forked: the parent's sockets are not ours to use
+            self._idle, self._pid = [], current_pid()
         while self._idle:
             connection = self._idle.pop()
             sock = connection.sock
@@ -140,7 +141,7 @@ class Pool:
         return None
 
     def release(self, connection: http.client.HTTPConnection) -> None:
-        if self._pid == os.getpid() and len(self._idle) < MAX_IDLE and connection.sock is not None:
+        if self._pid == current_pid() and len(self._idle) < MAX_IDLE and connection.sock is not None:
             self._idle.append(connection)
         else:
             connection.close()
