@@ -57,6 +57,7 @@ class Defaults:
     RATELIMIT_TIERS = {"free": "60/minute", "pro": "600/minute", "team": "6000/minute"}
     LOG_LEVEL = "INFO"
     LOG_JSON = True
+    LOG_FLUSH_SECONDS = 0.2  # access lines are written in batches at most this old; 0: each at once
     HEALTH_CACHE_SECONDS = 1.0
     JOBS_INPROCESS_THREADS = 4
     JOBS_QUEUE = "lunaos"

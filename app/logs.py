@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import time
+import weakref
 from functools import lru_cache
 from typing import Any
 
 from .json_encoding import encode_line
+from .process import pid as current_pid
 
 REDACTED = "[REDACTED]"
 
@@ -176,13 +179,100 @@ def write_redacted(logger: logging.Logger, message: str, fields: dict[str, Any])
         return
     formatter: JsonLineFormatter = handler.formatter  # type: ignore[assignment]
     line = encode_line({"time": formatter.timestamp(time.time()), "level": "INFO", "logger": logger.name,
-                                 "message": message, **fields})
+                        "message": message, **fields})
+    if isinstance(handler, LineHandler):
+        handler.write_line(line + handler.terminator)
+        return
     with handler.lock:  # type: ignore[union-attr]
         try:
             handler.stream.write(line + handler.terminator)
             handler.stream.flush()
         except Exception:  # noqa: BLE001 - as logging does: a broken stream must not fail the request
             pass
+
+
+class LineHandler(logging.StreamHandler):
+    """A StreamHandler that writes access lines in batches: one write per `flush_seconds`
+    (or per MAX_PENDING lines) instead of a system call per request.
+
+    Every other record first writes out the lines before it, so the stream keeps their order;
+    `flush()` (called by logging at exit, and by `setStream`) writes them out too. A flusher
+    thread (a greenlet under gevent), started in each process on its first buffered line,
+    writes out what a quiet period leaves behind. `flush_seconds` 0 writes each line at once.
+    """
+
+    MAX_PENDING = 256
+
+    def __init__(self, stream: Any = None, flush_seconds: float = 0.0) -> None:
+        super().__init__(stream)
+        self.flush_seconds = flush_seconds
+        self._pending: list[str] = []
+        self._oldest = 0.0
+        self._pending_lock = threading.Lock()  # only around the list: cheap, never held while writing
+        self._flusher_pid = 0
+
+    def write_line(self, text: str) -> None:
+        if self.flush_seconds <= 0:
+            self._write([text])
+            return
+        now = time.monotonic()
+        with self._pending_lock:
+            pending = self._pending
+            if not pending:
+                self._oldest = now
+            pending.append(text)
+            due = len(pending) >= self.MAX_PENDING or now - self._oldest >= self.flush_seconds
+        if due:
+            self.write_pending()
+        elif self._flusher_pid != current_pid():
+            self._start_flusher()
+
+    def write_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        if pending:
+            self._write(pending)
+
+    def _write(self, lines: list[str]) -> None:
+        with self.lock:  # type: ignore[union-attr] # in order with emit()
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except Exception:  # noqa: BLE001 - as logging does: a broken stream must not fail the request
+                pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.write_pending()
+        super().emit(record)
+
+    def flush(self) -> None:
+        self.write_pending()
+        super().flush()
+
+    def close(self) -> None:
+        self.write_pending()
+        super().close()
+
+    def _start_flusher(self) -> None:
+        with self._pending_lock:
+            if self._flusher_pid == current_pid():
+                return
+            self._flusher_pid = current_pid()  # threads do not survive a fork: one per process
+        threading.Thread(target=_flush_periodically, args=(weakref.ref(self), self.flush_seconds),
+                         name="lunaos-log-flusher", daemon=True).start()
+
+
+def _flush_periodically(ref: weakref.ref[LineHandler], interval: float) -> None:
+    """Write out what waits in the handler every flush_seconds, until the handler is gone."""
+    interval = max(interval, 0.01)
+    while True:
+        time.sleep(interval)
+        handler = ref()
+        if handler is None:
+            return
+        interval = max(handler.flush_seconds, 0.01)
+        handler.write_pending()
+        del handler  # not kept alive by the wait
 
 
 class TextFormatter(logging.Formatter):
@@ -192,7 +282,8 @@ class TextFormatter(logging.Formatter):
         return f"{base} {extras}" if extras else base
 
 
-def configure(level: str = "INFO", json_lines: bool = True, stream: Any = None) -> logging.Handler:
+def configure(level: str = "INFO", json_lines: bool = True, stream: Any = None,
+              flush_seconds: float = 0.0) -> logging.Handler:
     """Install one redacting handler on the root logger (idempotent)."""
     # Our lines carry no caller file/line: skip the stack walk that finds it for every record
     # (the costliest switch the logging HOWTO lists under "Optimization"). Thread and process
@@ -202,7 +293,7 @@ def configure(level: str = "INFO", json_lines: bool = True, stream: Any = None) 
     for handler in list(root.handlers):
         if getattr(handler, "_lunaos", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = LineHandler(stream or sys.stderr, flush_seconds)
     handler._lunaos = True  # type: ignore[attr-defined]
     handler.addFilter(RedactingFilter())
     if json_lines:

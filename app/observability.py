@@ -55,7 +55,8 @@ def _finish(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    handler = logs.configure(app.config["LOG_LEVEL"], app.config["LOG_JSON"])
+    handler = logs.configure(app.config["LOG_LEVEL"], app.config["LOG_JSON"],
+                             flush_seconds=float(app.config["LOG_FLUSH_SECONDS"]))
     app.extensions["lunaos.log_handler"] = handler
     # First before_request: every later hook (limiter, auth) can log with the id.
     app.before_request_funcs.setdefault(None, []).insert(0, _start)

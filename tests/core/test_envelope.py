@@ -5,7 +5,6 @@ tests routes with request schemas, paginated lists and views that fail on purpos
 """
 from __future__ import annotations
 
-import io
 import json
 
 import marshmallow as ma
@@ -14,6 +13,7 @@ from flask.views import MethodView
 
 from app import errors, openapi
 from app.http import Blueprint, Page, PageArgs
+from tests.support.logs import capture as capture_logs
 
 ERROR_KEYS = {"code", "message", "details", "request_id"}
 
@@ -80,9 +80,7 @@ def app(make_app):
 @pytest.fixture
 def log_stream(app):
     """The app's real log handler (redaction filter + JSON formatter), writing into a buffer."""
-    stream = io.StringIO()
-    app.extensions["lunaos.log_handler"].setStream(stream)
-    return stream
+    return capture_logs(app)
 
 
 def assert_error(response, status, code):
@@ -126,8 +124,7 @@ def test_malformed_json_is_400_invalid_request(client):
 def test_deeply_nested_json_is_400_not_a_crash(make_app):
     app = make_app()  # the default body limit: 100 kB of "[" is well inside it
     openapi.register_blueprint(app, blp)
-    stream = io.StringIO()
-    app.extensions["lunaos.log_handler"].setStream(stream)
+    stream = capture_logs(app)
     response = app.test_client().post("/v1/envelope-test/items", data="[" * 100_000,
                                       content_type="application/json")
     assert_error(response, 400, "INVALID_REQUEST")

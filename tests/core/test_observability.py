@@ -1,13 +1,13 @@
 """Request ids, Server-Timing, one JSON access line per request, and secrets redacted from every log line."""
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
 
 import pytest
 from flask import request
+from tests.support.logs import capture as capture_logs
 
 log = logging.getLogger("lunaos.test.observability")
 
@@ -71,9 +71,7 @@ def app(make_app):
 @pytest.fixture
 def log_stream(app):
     """The app's real handler (redaction filter + JSON formatter) writing into a buffer."""
-    stream = io.StringIO()
-    app.extensions["lunaos.log_handler"].setStream(stream)
-    return stream
+    return capture_logs(app)
 
 
 def records(stream):

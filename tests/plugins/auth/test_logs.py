@@ -1,7 +1,6 @@
 """Logs never hold a password, a session token, an API key or a TOTP secret."""
 from __future__ import annotations
 
-import io
 import json
 import logging
 
@@ -9,6 +8,7 @@ import pyotp
 import pytest
 
 from tests.support.identity import OTHER_PASSWORD, PASSWORD, bearer, login, signup
+from tests.support.logs import HandlerBuffer
 
 pytestmark = pytest.mark.db
 
@@ -20,7 +20,7 @@ def logged_app(make_app):
     """An app at DEBUG whose log handler (the one production writes through) writes into a buffer."""
     app = make_app(LOG_LEVEL="DEBUG")
     handler = app.extensions["lunaos.log_handler"]
-    buffer = io.StringIO()
+    buffer = HandlerBuffer(handler)
     previous = handler.setStream(buffer)
     yield app, buffer
     handler.setStream(previous)
