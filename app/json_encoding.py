@@ -59,12 +59,40 @@ class FastJSONProvider(DefaultJSONProvider):
         return self._app.response_class(encoded + b"\n", mimetype=self.mimetype)
 
 
-_LINE_FALLBACK = json.JSONEncoder(default=str)  # ASCII; encode() keeps no state between calls
+_LINE_FALLBACK = json.JSONEncoder(separators=(",", ":"), default=str)  # ASCII; keeps no state between calls
 
 
-def encode_line(fields: dict[str, Any]) -> str:
-    """One log line: compact JSON, ASCII only (anything else is escaped by the standard library)."""
-    encoded = dumps_bytes(fields, str)
+def ascii_json(value: Any) -> str:
+    """Compact ASCII JSON, `str()` for what JSON has no type for: log lines and SSE `data:`
+    (what `json.dumps(value, separators=(",", ":"), default=str)` gives)."""
+    encoded = dumps_bytes(value, str)
     if encoded is not None and encoded.isascii():
         return encoded.decode("ascii")
-    return _LINE_FALLBACK.encode(fields)
+    return _LINE_FALLBACK.encode(value)
+
+
+def dumps_compact(obj: Any) -> bytes:
+    """Compact UTF-8 JSON for a request body to another server (what `json.dumps(obj,
+    separators=(",", ":"), ensure_ascii=False).encode()` gives, written by orjson when it can;
+    what it refuses is written ASCII-escaped, so a lone surrogate cannot break the encoding)."""
+    encoded = dumps_bytes(obj, _refuse)
+    if encoded is not None:
+        return encoded
+    return json.dumps(obj, separators=(",", ":")).encode("ascii")
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse a provider's reply: orjson, and the standard library for what orjson refuses (NaN).
+
+    Unlike `json.loads`, an integer beyond 64 bits comes back as a float (orjson's rule);
+    replies from model servers (counts, indexes, timestamps) hold none, and request bodies
+    from API users are parsed by Flask's standard parser, not here."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+

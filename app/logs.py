@@ -15,7 +15,7 @@ import weakref
 from functools import lru_cache
 from typing import Any
 
-from .json_encoding import encode_line
+from .json_encoding import ascii_json
 from .process import pid as current_pid
 
 REDACTED = "[REDACTED]"
@@ -142,7 +142,7 @@ class JsonLineFormatter(logging.Formatter):
             line["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack_info"] = record.stack_info
-        return encode_line(line)
+        return ascii_json(line)
 
 
 def _sole_json_handler(logger: logging.Logger) -> logging.StreamHandler | None:
@@ -178,7 +178,7 @@ def write_redacted(logger: logging.Logger, message: str, fields: dict[str, Any])
         logger.info(message, extra={"_redacted": True, **fields})
         return
     formatter: JsonLineFormatter = handler.formatter  # type: ignore[assignment]
-    line = encode_line({"time": formatter.timestamp(time.time()), "level": "INFO", "logger": logger.name,
+    line = ascii_json({"time": formatter.timestamp(time.time()), "level": "INFO", "logger": logger.name,
                         "message": message, **fields})
     if isinstance(handler, LineHandler):
         handler.write_line(line + handler.terminator)

@@ -39,6 +39,7 @@ from flask import Flask, Response, current_app, request
 from redis import Redis
 
 from . import redis_client
+from .json_encoding import ascii_json
 
 log = logging.getLogger("lunaos.sse")
 
@@ -69,7 +70,7 @@ def format_event(data: Any, *, event: str | None = None, id: str | None = None, 
         lines.append(f"event: {_field(event)}")
     if retry is not None:
         lines.append(f"retry: {int(retry)}")
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), default=str)
+    text = data if isinstance(data, str) else ascii_json(data)
     lines.extend(f"data: {line}" for line in text.split("\n"))
     return "\n".join(lines) + "\n\n"
 

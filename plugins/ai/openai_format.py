@@ -14,7 +14,6 @@ would get from api.openai.com:
 """
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.errors import ApiError, flatten_messages
 from app.ids import new_id
+from app.json_encoding import dumps_compact
 from app.llm import ChatResult, Usage
 
 DONE = "data: [DONE]\n\n"
@@ -98,7 +98,7 @@ class ChunkWriter:
 
 
 def _data(body: dict[str, Any]) -> str:
-    return "data: " + json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n\n"
+    return "data: " + dumps_compact(body).decode() + "\n\n"
 
 
 def error_chunk(message: str, *, type: str = "server_error", code: str | None = None) -> str:

@@ -157,3 +157,62 @@ def test_values_that_change_every_response_are_checked_by_name_and_not_remembere
             _stock([pair])
         with pytest.raises(error):
             _checked(checker, [pair])
+
+
+class _Request:
+    version = (1, 1)
+
+    def __init__(self, method: str = "GET") -> None:
+        self.method = method
+
+    def should_close(self) -> bool:
+        return False
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.calls.append(bytes(data))
+
+
+STOCK_WRITE = getattr(wsgi.Response.write, "writer", None)
+STOCK_WRITE = STOCK_WRITE.original if STOCK_WRITE is not None else wsgi.Response.write
+STOCK_SEND_HEADERS = wsgi.Response.send_headers
+
+
+def _send(write, method: str, status: str, headers: list, chunks: list[bytes]) -> _Socket:
+    sock = _Socket()
+    response = wsgi.Response(_Request(method), sock, None)
+    response.process_headers = lambda pairs: STOCK_PROCESS(response, pairs)  # type: ignore[method-assign]
+    response.start_response(status, headers)
+    for chunk in chunks:
+        write(response, chunk)
+    return sock
+
+
+@pytest.mark.parametrize(("method", "status", "headers", "chunks"), [
+    ("GET", "200 OK", [("Content-Type", "application/json"), ("Content-Length", "11")], [b'{"a":"bcd"}']),
+    ("GET", "200 OK", [("Content-Length", "10")], [b"12345", b"67890"]),  # body in two parts
+    ("GET", "200 OK", [("Content-Length", "3")], [b"123456"]),  # longer than declared: cut as stock cuts
+    ("GET", "200 OK", [("Content-Length", "8")], [b"1234"]),  # shorter than declared
+    ("GET", "200 OK", [], [b"chunk one", b"chunk two"]),  # no length: chunked
+    ("HEAD", "200 OK", [("Content-Length", "5")], [b"hello"]),  # no body on the wire
+    ("GET", "204 No Content", [], [b""]),
+    ("GET", "200 OK", [("Content-Length", "0")], [b""]),
+])
+def test_whole_body_write_sends_exactly_the_stock_bytes(monkeypatch, method, status, headers, chunks):
+    monkeypatch.setattr(util, "http_date", lambda timestamp=None: "Fri, 04 Dec 2026 18:00:00 GMT")
+    writer = gunicorn_speedups.WholeBodyWrite(STOCK_WRITE, STOCK_SEND_HEADERS, wsgi.Response)
+    stock = _send(STOCK_WRITE, method, status, list(headers), list(chunks))
+    fused = _send(writer, method, status, list(headers), list(chunks))
+    assert b"".join(fused.calls) == b"".join(stock.calls)
+    whole = method == "GET" and len(chunks) == 1 and chunks[0] and ("Content-Length", str(len(chunks[0]))) in headers
+    # The whole body of a sized response goes out with its headers in one call; the rest as stock.
+    assert len(fused.calls) == (1 if whole else len(stock.calls))
+
+
+def test_whole_body_write_is_installed_on_gunicorns_response():
+    gunicorn_speedups.install()
+    assert isinstance(wsgi.Response.write.writer, gunicorn_speedups.WholeBodyWrite)

@@ -13,7 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.json_encoding import FastJSONProvider, encode_line
+from app.json_encoding import FastJSONProvider, ascii_json
 
 # What JSON can hold, with the odd cases: non-ASCII and astral text, big and negative
 # integers, keys that are not strings.
@@ -93,7 +93,21 @@ def test_debug_responses_are_indented() -> None:
 
 
 def test_log_lines_are_ascii_json() -> None:
-    line = encode_line({"message": "Zoë 🚀", "status": 200, "when": datetime(2026, 1, 2, tzinfo=UTC), "n": 2**80})
+    line = ascii_json({"message": "Zoë 🚀", "status": 200, "when": datetime(2026, 1, 2, tzinfo=UTC), "n": 2**80})
     assert line.isascii()
     assert json.loads(line) == {"message": "Zoë 🚀", "status": 200, "when": "2026-01-02 00:00:00+00:00", "n": 2**80}
-    assert encode_line({"path": "/v1/auth/me", "status": 200}) == '{"path":"/v1/auth/me","status":200}'
+    assert ascii_json({"path": "/v1/auth/me", "status": 200}) == '{"path":"/v1/auth/me","status":200}'
+
+
+def test_upstream_bodies_and_replies() -> None:
+    from app.json_encoding import dumps_compact, loads
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "Zoë"}], "temperature": 0.5}
+    assert dumps_compact(body) == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    assert json.loads(dumps_compact({"n": 2**80, "s": "\udc80"})) == {"n": 2**80, "s": "\udc80"}  # ASCII fallback
+    with pytest.raises(TypeError):
+        dumps_compact({"when": datetime(2026, 1, 1)})  # a request body must not be guessed at
+    assert loads(b'{"a":[1,2.5,"x"]}') == {"a": [1, 2.5, "x"]}
+    assert loads('{"n": NaN}')["n"] != loads('{"n": NaN}')["n"]  # NaN: the standard library's reading
+    with pytest.raises(ValueError):
+        loads(b"{not json")

@@ -18,13 +18,13 @@ The wire format read here is OpenAI's: `choices[0].message.content`, and
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from ...config import ConfigError
+from ...json_encoding import loads
 from ..base import Provider
 from ..types import ChatRequest, ChatResult, Message, ProviderError, StreamChunk, Usage
 from . import ListedModels, finish_reason, status_error, wire
@@ -176,7 +176,7 @@ class OpenAIProvider(ListedModels, Provider):
                 done = True
                 continue
             try:
-                event = json.loads(payload)
+                event = loads(payload)
             except ValueError:
                 raise ProviderError("the stream sent a line that is not JSON", provider=self.name) from None
             if isinstance(event, dict) and event.get("error"):
