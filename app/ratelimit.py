@@ -28,7 +28,6 @@ from flask.wrappers import Response
 from limits import RateLimitItem, parse
 from limits.storage import SCHEMES, MemoryStorage, RedisStorage, storage_from_string
 from limits.strategies import STRATEGIES, RateLimiter
-from limits.util import WindowStats
 
 from .errors import RateLimited
 from .headers import append_trusted, has_header
@@ -195,6 +194,7 @@ class Budgets:
         self.dead_until = 0.0
         self._plans: dict[tuple[str | None, str], tuple[bool, str | None]] = {}
         self._parsed: dict[str, list[RateLimitItem]] = {}
+        self._counters: dict[tuple[int, tuple[str, ...]], tuple[RateLimitItem, str, int]] = {}
 
     def _open(self) -> tuple[int, RateLimiter, RateLimiter]:
         # Made in the serving process: limits' memory storage starts a timer thread when it is
@@ -239,8 +239,7 @@ class Budgets:
         """Count this request against every limit in `value`; (tightest window, breached limit)."""
         tightest: _Window | None = None
         for item in self.items(value):
-            allowed, stats = self._hit(item, identifiers)
-            window = _Window(item.amount, max(stats.remaining, 0), int(stats.reset_time))
+            allowed, window = self._hit(item, identifiers)
             if tightest is None or window.remaining < tightest.remaining:
                 tightest = window
             if not allowed:
@@ -248,13 +247,25 @@ class Budgets:
         assert tightest is not None
         return tightest, None
 
-    def _leased(self, item: RateLimitItem, counter: str, share: int) -> tuple[bool, Any]:
-        now = time.time()
+    def _counter(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> tuple[str, int]:
+        """(storage key, lease share) of a limit for these identifiers, worked out once: limits'
+        `key_for` joins and checks every part again on each call."""
+        entry = self._counters.get((id(item), identifiers))
+        if entry is not None and entry[0] is item:  # the id of a parsed item dropped since may be reused
+            return entry[1], entry[2]
+        counter = item.key_for(self.prefix, *identifiers)
+        share = min(int(item.amount * self.lease_fraction), self.MAX_SHARE)
+        if len(self._counters) >= self.MAX_LEASES:
+            self._counters.clear()
+        self._counters[(id(item), identifiers)] = (item, counter, share)
+        return counter, share
+
+    def _leased(self, item: RateLimitItem, counter: str, share: int, now: float) -> tuple[bool, _Window]:
         with self.lease_lock:
             lease = self.leases.get(counter)
             if lease is not None and lease.left > 0 and now < lease.reset_at:
                 lease.left -= 1
-                return True, self._stats(item, lease)
+                return True, self._window(item, lease)
         count, ttl = self.strategy.storage.incr_with_ttl(counter, item.get_expiry(), share)  # type: ignore[union-attr]
         available = max(min(share, item.amount - (count - share)), 0)  # what was left for us of `share`
         lease = _Lease(left=available - 1 if available else 0, count=count, reset_at=now + ttl)
@@ -263,13 +274,13 @@ class Budgets:
             self.leases.move_to_end(counter)
             while len(self.leases) > self.MAX_LEASES:
                 self.leases.popitem(last=False)
-        return available > 0, self._stats(item, lease)
+        return available > 0, self._window(item, lease)
 
     @staticmethod
-    def _stats(item: RateLimitItem, lease: _Lease) -> Any:
+    def _window(item: RateLimitItem, lease: _Lease) -> _Window:
         # The shared count as of this process's last lease (others' later leases are not
         # seen until the next one): X-RateLimit-Remaining is approximate by their shares.
-        return WindowStats(lease.reset_at, max(item.amount - lease.count, 0) + lease.left)
+        return _Window(item.amount, max(item.amount - lease.count, 0) + lease.left, int(lease.reset_at))
 
     def current(self) -> RateLimiter:
         """The strategy to use now: the configured storage's, or the in-memory fallback while it is down."""
@@ -292,20 +303,28 @@ class Budgets:
         log.warning("rate-limit storage unreachable (%s); limiting in memory for %ss",
                     type(error).__name__, STORAGE_RETRY_SECONDS)
 
-    def _hit(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> tuple[bool, Any]:
-        key = (self.prefix, *identifiers)
-        share = min(int(item.amount * self.lease_fraction), self.MAX_SHARE)
-        if share >= 2 and time.monotonic() >= self.dead_until:
+    def _hit(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> tuple[bool, _Window]:
+        counter, share = self._counter(item, identifiers)
+        alive = time.monotonic() >= self.dead_until
+        if share >= 2 and alive:
             try:
-                return self._leased(item, item.key_for(*key), share)
+                return self._leased(item, counter, share, time.time())
             except Exception as error:
                 self.mark_dead(error)
-        if time.monotonic() >= self.dead_until:
+                alive = False
+        key = (self.prefix, *identifiers)
+        if alive:
             try:
-                return self.strategy.hit(item, *key), self.strategy.get_window_stats(item, *key)
+                return self._stats(self.strategy, item, key)
             except Exception as error:  # Redis unreachable: degrade to per-process limits, never to 500s
                 self.mark_dead(error)
-        return self.fallback.hit(item, *key), self.fallback.get_window_stats(item, *key)
+        return self._stats(self.fallback, item, key)
+
+    @staticmethod
+    def _stats(strategy: RateLimiter, item: RateLimitItem, key: tuple[str, ...]) -> tuple[bool, _Window]:
+        allowed = strategy.hit(item, *key)
+        stats = strategy.get_window_stats(item, *key)
+        return allowed, _Window(item.amount, max(stats.remaining, 0), int(stats.reset_time))
 
 
 def budgets(app: Flask | None = None) -> Budgets:
