@@ -201,4 +201,3 @@ def _writer_is_known(response_class: type) -> bool:
         return False
     return all(name in source for name in ("self.send_headers()", "self._omits_body", "self.response_length",
                                            "self.sent", "self.chunked", "self._emit_body(arg)"))
-

@@ -95,4 +95,3 @@ def loads(data: bytes | str) -> Any:
 
 def _refuse(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
