@@ -29,7 +29,7 @@ from flask.wrappers import Response
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
-def dumps_bytes(obj: Any, default: Callable[[Any], Any], sort_keys: bool = False) -> bytes | None:
+def dumps_bytes(obj: Any, default: Callable[[Any], Any] | None = None, sort_keys: bool = False) -> bytes | None:
     """orjson's compact encoding of `obj`, or None where the standard library must decide."""
     try:
         return orjson.dumps(obj, default=default, option=_OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0))
@@ -46,6 +46,9 @@ class FastJSONProvider(DefaultJSONProvider):
             if encoded is not None:
                 return encoded.decode()
             kwargs["separators"] = (",", ":")  # compact, like orjson's output
+        return self._standard(obj, **kwargs)
+
+    def _standard(self, obj: Any, **kwargs: Any) -> str:
         kwargs.setdefault("ensure_ascii", True)  # a lone surrogate is escaped, never sent raw
         return super().dumps(obj, **kwargs)
 
@@ -55,7 +58,7 @@ class FastJSONProvider(DefaultJSONProvider):
         obj = self._prepare_response_obj(args, kwargs)
         encoded = dumps_bytes(obj, self.default, self.sort_keys)
         if encoded is None:
-            encoded = self.dumps(obj).encode()
+            encoded = self._standard(obj, separators=(",", ":")).encode()
         return self._app.response_class(encoded + b"\n", mimetype=self.mimetype)
 
 
@@ -75,7 +78,7 @@ def dumps_compact(obj: Any) -> bytes:
     """Compact UTF-8 JSON for a request body to another server (what `json.dumps(obj,
     separators=(",", ":"), ensure_ascii=False).encode()` gives, written by orjson when it can;
     what it refuses is written ASCII-escaped, so a lone surrogate cannot break the encoding)."""
-    encoded = dumps_bytes(obj, _refuse)
+    encoded = dumps_bytes(obj)
     if encoded is not None:
         return encoded
     return json.dumps(obj, separators=(",", ":")).encode("ascii")
@@ -91,7 +94,3 @@ def loads(data: bytes | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data)
-
-
-def _refuse(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

@@ -145,7 +145,7 @@ class JsonLineFormatter(logging.Formatter):
         return ascii_json(line)
 
 
-def _sole_json_handler(logger: logging.Logger) -> logging.StreamHandler | None:
+def _sole_json_handler(logger: logging.Logger) -> LineHandler | None:
     """Our JSON handler, when it is the only handler a record of `logger` would reach and no
     logger on the way filters; else None (another handler, e.g. pytest's caplog, is listening)."""
     found = None
@@ -160,7 +160,7 @@ def _sole_json_handler(logger: logging.Logger) -> logging.StreamHandler | None:
         if not current.propagate:
             break
         current = current.parent
-    if (isinstance(found, logging.StreamHandler) and isinstance(found.formatter, JsonLineFormatter)
+    if (isinstance(found, LineHandler) and isinstance(found.formatter, JsonLineFormatter)
             and found.level <= logging.INFO):
         return found
     return None
@@ -180,15 +180,7 @@ def write_redacted(logger: logging.Logger, message: str, fields: dict[str, Any])
     formatter: JsonLineFormatter = handler.formatter  # type: ignore[assignment]
     line = ascii_json({"time": formatter.timestamp(time.time()), "level": "INFO", "logger": logger.name,
                         "message": message, **fields})
-    if isinstance(handler, LineHandler):
-        handler.write_line(line + handler.terminator)
-        return
-    with handler.lock:  # type: ignore[union-attr]
-        try:
-            handler.stream.write(line + handler.terminator)
-            handler.stream.flush()
-        except Exception:  # noqa: BLE001 - as logging does: a broken stream must not fail the request
-            pass
+    handler.write_line(line + handler.terminator)
 
 
 class LineHandler(logging.StreamHandler):
