@@ -27,6 +27,7 @@ from typing import Any
 
 from ...json_encoding import dumps_compact, loads
 from ...process import pid as current_pid
+from . import fast_headers
 
 MAX_IDLE = 32  # connections kept per upstream and process; more may be open at once
 
@@ -106,25 +107,37 @@ class Response:
 
 
 def _no_delay(sock: socket.socket | None) -> None:
-    # http.client sends a request's headers and body as two segments; with Nagle's algorithm on,
-    # the body waits for the server to acknowledge the headers (a delayed ACK can hold it 40 ms).
+    # A request is a small write that must leave at once: with Nagle's algorithm on, it waits
+    # while data sent earlier is unacknowledged (a delayed ACK can hold it 40 ms).
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class _NoDelay:
+class _LowLatency:
     sock: socket.socket | None
+    _buffer: list[bytes]
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
         _no_delay(self.sock)
 
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        # http.client sends the header block and the body with two sends; a JSON body goes
+        # with its headers in one (one system call and one segment instead of two).
+        if isinstance(message_body, bytes) and not encode_chunked:
+            self._buffer.extend((b"", message_body))  # joined: headers CRLF CRLF body
+            message = b"\r\n".join(self._buffer)
+            del self._buffer[:]
+            self.send(message)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
 
-class _HTTPConnection(_NoDelay, http.client.HTTPConnection):
+
+class _HTTPConnection(_LowLatency, http.client.HTTPConnection):
     pass
 
 
-class _HTTPSConnection(_NoDelay, http.client.HTTPSConnection):
+class _HTTPSConnection(_LowLatency, http.client.HTTPSConnection):
     pass
 
 
@@ -135,6 +148,7 @@ class Pool:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
+        fast_headers.install()  # responses' header blocks without the email package (see fast_headers)
         self.https = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.https else 80)
