@@ -21,6 +21,7 @@ drain first; another process may see such a write a few milliseconds late.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -375,6 +376,7 @@ class SharedState:
         self.bus = bus if redis_state is not None else None
         self._down_until = 0.0
         self._deferred = _Deferred()
+        self._own: tuple[int, RedisState] | None = None  # (pid, state) of the deferred writes
         self._probed: set[str] = set()  # providers this process probed since their cool-down
         # provider -> the bus version under which Redis last said its breaker was closed
         self._closed: dict[str, str] = {}
@@ -391,10 +393,13 @@ class SharedState:
             try:
                 return getattr(self.redis, method)(*args)
             except (RedisError, OSError) as error:
-                self._down_until = time.monotonic() + self.RETRY_AFTER
-                log.warning("llm state: Redis failed (%s: %s); using this process's state for %.0fs",
-                            type(error).__name__, error, self.RETRY_AFTER)
+                self._redis_failed(error)
         return getattr(self.memory, method)(*args)
+
+    def _redis_failed(self, error: Exception) -> None:
+        self._down_until = time.monotonic() + self.RETRY_AFTER
+        log.warning("llm state: Redis failed (%s: %s); using this process's state for %.0fs",
+                    type(error).__name__, error, self.RETRY_AFTER)
 
     def begin(self, provider: str, lease: float) -> Ticket:
         return self._call("begin", provider, lease)
@@ -489,19 +494,37 @@ class SharedState:
             self._probed.add(provider)
         return verdict, ticket
 
+    def _background(self) -> RedisState:
+        """The deferred writes' state, on one connection of this process's own.
+
+        They run one at a time, so they need no pool: through it each command cost a checkout,
+        a liveness poll of the socket and a release, about a third of its CPU.
+        """
+        assert self.redis is not None
+        if self._own is None or self._own[0] != current_pid():
+            client = Redis(connection_pool=self.redis.client.connection_pool, single_connection_client=True)
+            self._own = current_pid(), dataclasses.replace(self.redis, client=client)
+        return self._own[1]
+
     def _mark(self, ticket: Ticket) -> None:
         try:
-            assert self.redis is not None
-            self.redis.mark(ticket)
+            self._background().mark(ticket)
         except (RedisError, OSError):
             pass  # not counted in flight elsewhere; its `end` finds nothing to remove
 
     def succeeded(self, provider: str, ms: float) -> None:
         """Off the request path when Redis is in use (see _Deferred), stamped with the answer's time."""
         if self._use_redis():
-            self._deferred.submit(self._call, "succeeded", provider, ms, time.time())
+            self._deferred.submit(self._succeeded_redis, provider, ms, time.time())
         else:
             self._call("succeeded", provider, ms)
+
+    def _succeeded_redis(self, provider: str, ms: float, at: float) -> None:
+        try:
+            self._background().succeeded(provider, ms, at)
+        except (RedisError, OSError) as error:
+            self._redis_failed(error)
+            self.memory.succeeded(provider, ms)
 
     def complete(self, ticket: Ticket, ms: float) -> None:
         if ticket.backend == "memory":
@@ -512,12 +535,9 @@ class SharedState:
 
     def _complete_redis(self, ticket: Ticket, ms: float, at: float) -> None:
         try:
-            assert self.redis is not None
-            self.redis.complete(ticket, ms, at)
+            self._background().complete(ticket, ms, at)
         except (RedisError, OSError) as error:
-            self._down_until = time.monotonic() + self.RETRY_AFTER
-            log.warning("llm state: Redis failed (%s: %s); using this process's state for %.0fs",
-                        type(error).__name__, error, self.RETRY_AFTER)
+            self._redis_failed(error)
             self.memory.succeeded(ticket.provider, ms)  # the ticket's Redis mark expires with its lease
 
     def reset(self) -> None:
