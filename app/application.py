@@ -9,6 +9,8 @@ from flask import Flask
 from flask.sessions import SessionInterface
 from flask.wrappers import Response
 from werkzeug.datastructures import Headers
+from werkzeug.routing import MapAdapter
+from werkzeug.wsgi import get_host
 
 from .json_encoding import FastJSONProvider
 
@@ -49,18 +51,59 @@ class LunaResponse(Response):
         return copy
 
 
+def _wsgi_text(value: str) -> str:
+    # A WSGI string carries the request's bytes as latin-1 characters; werkzeug reads them as UTF-8.
+    return value.encode("latin-1").decode(errors="replace")
+
+
 class LunaFlask(Flask):
-    """Flask calls `ensure_sync` on every hook and view of every request (about twenty
-    times here), and each call inspects the function's code flags. Whether a function
-    is a coroutine never changes, so the answer is remembered per function."""
+    """Two per-request costs remembered instead of worked out again:
+
+    - Flask calls `ensure_sync` on every hook and view of every request (about twenty
+      times here), and each call inspects the function's code flags. Whether a function
+      is a coroutine never changes, so the answer is remembered per function.
+    - The URL adapter: Flask validates the Host header, then werkzeug does it again,
+      lower-cases it and IDNA-encodes it (about 4% of a small request under gunicorn).
+      What that gives depends only on the scheme, the Host header and the server's
+      address, so it is remembered for the few of those a deployment sees.
+    """
 
     session_interface = NoSession()
     response_class = LunaResponse
     json_provider_class = FastJSONProvider
+    MAX_HOSTS = 256  # the Host header is the client's: bounded, and only hosts werkzeug accepted
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sync_functions: set[Any] = set()
+        # (scheme, Host header, SERVER_NAME, SERVER_PORT) -> (request.host, the adapter's server name)
+        self._hosts: dict[tuple[Any, ...], tuple[str, str]] = {}
+
+    def create_url_adapter(self, request: Any) -> MapAdapter | None:
+        config = self.config
+        if (request is None or config["TRUSTED_HOSTS"] is not None or config["SERVER_NAME"] is not None
+                or self.url_map.host_matching or self.subdomain_matching):
+            return super().create_url_adapter(request)
+        environ = request.environ
+        if "HTTP_UPGRADE" in environ:  # werkzeug may bind a WebSocket upgrade with a ws/wss scheme
+            return super().create_url_adapter(request)
+        scheme = environ["wsgi.url_scheme"]
+        key = (scheme, environ.get("HTTP_HOST"), environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+        known = self._hosts.get(key)
+        if known is None:
+            adapter = super().create_url_adapter(request)  # raises BadHost for a host IDNA refuses
+            assert adapter is not None
+            if len(self._hosts) < self.MAX_HOSTS:
+                self._hosts[key] = (get_host(environ), adapter.server_name)
+            return adapter
+        request.host, server_name = known
+        script_name, path_info, query = (environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"),
+                                         environ.get("QUERY_STRING"))
+        return MapAdapter(self.url_map, server_name,
+                          "/" if script_name is None else _wsgi_text(script_name),
+                          self.url_map.default_subdomain or "", scheme,
+                          "/" if path_info is None else _wsgi_text(path_info),
+                          environ["REQUEST_METHOD"], None if query is None else _wsgi_text(query))
 
     def ensure_sync(self, func: Callable) -> Callable:
         key = getattr(func, "__func__", func)  # bound methods are made anew on each access
