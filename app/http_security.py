@@ -157,6 +157,7 @@ def init_app(app: Flask) -> None:
         methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         max_age=600,
         supports_credentials=False,
+        always_send=False,  # no Origin, no CORS request: no allow headers (flask-cors would name the first origin)
     )
     # flask-cors works its headers out anew for every response (about a sixth of a small
     # request's time here). For anything but a preflight they depend only on the Origin, so
@@ -168,7 +169,13 @@ def init_app(app: Flask) -> None:
 
 
 class _CachedCors:
-    """flask-cors's headers for simple requests, remembered per Origin (bounded)."""
+    """flask-cors's headers for simple requests, remembered per Origin (bounded).
+
+    Every response says `Vary: Origin`: flask-cors leaves it off responses without CORS
+    headers (no Origin, or one not allowed) and off those for a single configured origin or
+    "*" (which it answers by echoing the Origin), and a shared cache could then hand one
+    origin's response to another.
+    """
 
     SIZE = 256
 
@@ -190,6 +197,8 @@ class _CachedCors:
             probe = self.compute(self.response_class())
             found = tuple((name, value) for name, value in probe.headers.items()
                           if name.lower().startswith("access-control-") or name == "Vary")
+            if not any(name == "Vary" for name, _ in found):
+                found += (("Vary", "Origin"),)
             # Junk Origins cannot crowd out real ones: only what got an allow header is kept.
             if len(self.cache) < self.SIZE and (origin is None or "Access-Control-Allow-Origin" in probe.headers):
                 self.cache[origin] = found

@@ -146,6 +146,27 @@ def test_cors_refuses_other_origins(client, origin):
     assert "Access-Control-Allow-Origin" not in preflight.headers
 
 
+def test_a_request_without_origin_gets_no_cors_headers_but_says_it_varies(client):
+    # Not a CORS request: nothing to allow; a cache must still not serve it to a browser's origin.
+    for _ in range(2):  # computed, then remembered
+        response = client.get("/health")
+        assert not [name for name in response.headers.keys() if name.lower().startswith("access-control-")]
+        assert "Origin" in response.headers.get("Vary", "")
+    refused = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "Origin" in refused.headers.get("Vary", "")
+
+
+@pytest.mark.parametrize("origins", ["*", "https://app.example.com"])
+def test_any_origin_or_a_single_one_still_varies(make_app, origins):
+    # flask-cors answers "*" by echoing the Origin, and a single origin is allowed for some
+    # requests only: either way the response depends on the Origin.
+    client = make_app(CORS_ORIGINS=origins).test_client()
+    response = client.get("/health", headers={"Origin": "https://app.example.com"})
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Origin" in response.headers.get("Vary", "")
+    assert "Access-Control-Allow-Origin" not in client.get("/health").headers
+
+
 def test_configured_cors_origins_replace_the_defaults(make_app):
     client = make_app(CORS_ORIGINS="https://app.example.com, https://admin.example.com").test_client()
     for origin in ("https://app.example.com", "https://admin.example.com"):
