@@ -125,6 +125,26 @@ def test_chats_reuse_one_keep_alive_connection(upstream):
     assert len(upstream.requests) == 7 and upstream.connections == 1
 
 
+def test_a_request_leaves_in_one_send_with_its_body(upstream):
+    # Headers and body in one segment: no second write for Nagle's algorithm and delayed ACKs to hold.
+    sent: list[bytes] = []
+
+    class Recording(wire._HTTPConnection):
+        def send(self, data):
+            sent.append(bytes(data))
+            super().send(data)
+
+    connection = Recording("127.0.0.1", upstream.server.server_address[1], timeout=5)
+    body = json.dumps({"model": "m-1", "messages": []}).encode()
+    connection.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200 and json.loads(response.read()) == COMPLETION
+    connection.close()
+    assert len(sent) == 1 and sent[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert sent[0].endswith(b"\r\n\r\n" + body)
+    assert upstream.requests[0][2] == {"model": "m-1", "messages": []}
+
+
 def test_a_connection_the_server_closed_is_not_reused(upstream):
     llm = provider(upstream.url)
     upstream.answer = lambda handler, body: handler.reply(200, COMPLETION, close=True)
