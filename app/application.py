@@ -10,7 +10,6 @@ from flask.sessions import SessionInterface
 from flask.wrappers import Response
 from werkzeug.datastructures import Headers
 from werkzeug.routing import MapAdapter
-from werkzeug.wsgi import get_host
 
 from .json_encoding import FastJSONProvider
 
@@ -81,12 +80,11 @@ class LunaFlask(Flask):
 
     def create_url_adapter(self, request: Any) -> MapAdapter | None:
         config = self.config
+        # These change how Flask binds (an upgrade may be bound with a ws/wss scheme): its own code.
         if (request is None or config["TRUSTED_HOSTS"] is not None or config["SERVER_NAME"] is not None
-                or self.url_map.host_matching or self.subdomain_matching):
+                or self.url_map.host_matching or self.subdomain_matching or "HTTP_UPGRADE" in request.environ):
             return super().create_url_adapter(request)
         environ = request.environ
-        if "HTTP_UPGRADE" in environ:  # werkzeug may bind a WebSocket upgrade with a ws/wss scheme
-            return super().create_url_adapter(request)
         scheme = environ["wsgi.url_scheme"]
         key = (scheme, environ.get("HTTP_HOST"), environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
         known = self._hosts.get(key)
@@ -94,7 +92,7 @@ class LunaFlask(Flask):
             adapter = super().create_url_adapter(request)  # raises BadHost for a host IDNA refuses
             assert adapter is not None
             if len(self._hosts) < self.MAX_HOSTS:
-                self._hosts[key] = (get_host(environ), adapter.server_name)
+                self._hosts[key] = (request.host, adapter.server_name)  # both as Flask just set them
             return adapter
         request.host, server_name = known
         script_name, path_info, query = (environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"),

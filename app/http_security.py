@@ -171,7 +171,8 @@ def init_app(app: Flask) -> None:
 class _CachedCors:
     """flask-cors's headers for simple requests, remembered per Origin (bounded).
 
-    Every response says `Vary: Origin`: flask-cors leaves it off responses without CORS
+    Every response says `Vary: Origin` (but those whose view set its own allow header, which
+    are left alone as flask-cors leaves them): flask-cors leaves it off responses without CORS
     headers (no Origin, or one not allowed) and off those for a single configured origin or
     "*" (which it answers by echoing the Origin), and a shared cache could then hand one
     origin's response to another.
@@ -188,7 +189,9 @@ class _CachedCors:
         req = request._get_current_object()  # type: ignore[attr-defined]
         headers = response.headers
         if req.method == "OPTIONS" or has_header(headers, "vary"):
-            return self.compute(response)  # preflights; a view's own Vary must be merged by flask-cors
+            response = self.compute(response)  # preflights; a view's own Vary must be merged by flask-cors
+            response.vary.add("Origin")
+            return response
         if has_header(headers, "access-control-allow-origin"):
             return response  # a view decided (flask-cors leaves such responses alone too)
         origin = req.headers.get("Origin")

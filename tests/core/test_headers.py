@@ -165,6 +165,10 @@ def test_any_origin_or_a_single_one_still_varies(make_app, origins):
     assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "Origin" in response.headers.get("Vary", "")
     assert "Access-Control-Allow-Origin" not in client.get("/health").headers
+    preflight = client.options("/v1/plugins", headers={"Origin": "https://app.example.com",
+                                                       "Access-Control-Request-Method": "POST"})
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Origin" in preflight.headers.get("Vary", "")
 
 
 def test_configured_cors_origins_replace_the_defaults(make_app):
